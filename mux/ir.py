@@ -73,7 +73,6 @@ __all__ = [
     "UsageUpdate",
 ]
 
-_frozen = attrs.frozen(kw_only=True)
 
 
 def _tuple(value: Any) -> tuple[Any, ...]:
@@ -145,7 +144,7 @@ class ResponseFormatType(enum.Enum):
 # Content parts
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Text:
     """Plain text."""
 
@@ -154,7 +153,7 @@ class Text:
     cache_control: Mapping[str, Any] | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Image:
     """An image, inline (``data`` with ``media_type``) or by ``url``.
 
@@ -169,7 +168,7 @@ class Image:
     cache_control: Mapping[str, Any] | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Document:
     """A file: a PDF or other document, inline, by URL, or by a provider's file id."""
 
@@ -183,7 +182,7 @@ class Document:
     cache_control: Mapping[str, Any] | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Audio:
     """Inline audio; ``format`` is the codec name (``wav``, ``mp3``)."""
 
@@ -191,7 +190,7 @@ class Audio:
     format: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ToolCall:
     """The model asks for a tool to be run.
 
@@ -208,7 +207,7 @@ class ToolCall:
     cache_control: Mapping[str, Any] | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ToolResult:
     """The result of a tool call, sent back to the model.
 
@@ -224,7 +223,7 @@ class ToolResult:
     cache_control: Mapping[str, Any] | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Reasoning:
     """The model's reasoning ("thinking").
 
@@ -247,7 +246,7 @@ Part: TypeAlias = Text | Image | Document | Audio | ToolCall | ToolResult | Reas
 # Requests
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Extra:
     """Fields of one wire format that the IR does not model, kept for a same-format hop.
 
@@ -258,7 +257,7 @@ class Extra:
     fields: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Message:
     role: Role
     content: tuple[Part, ...] = attrs.field(default=(), converter=_tuple)
@@ -266,7 +265,7 @@ class Message:
     name: str | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Tool:
     """A function the model may call; ``parameters`` is a JSON Schema object."""
 
@@ -278,13 +277,13 @@ class Tool:
     cache_control: Mapping[str, Any] | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ToolChoice:
     mode: ToolChoiceMode = ToolChoiceMode.AUTO
     name: str | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ResponseFormat:
     """Structured output: plain text, any JSON object, or JSON matching ``schema``."""
 
@@ -295,7 +294,7 @@ class ResponseFormat:
     strict: bool | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ReasoningConfig:
     """How much the model should think.
 
@@ -312,7 +311,7 @@ class ReasoningConfig:
     include_thoughts: bool | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Request:
     """A request for a model turn."""
 
@@ -347,7 +346,7 @@ class Request:
 # Responses
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Usage:
     """Token counts of one turn.
 
@@ -367,7 +366,7 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Response:
     """A complete model turn."""
 
@@ -387,7 +386,7 @@ class Response:
 # Stream events
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class StreamStart:
     """The first event of every stream."""
 
@@ -396,13 +395,13 @@ class StreamStart:
     created: int | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class TextDelta:
     index: int
     text: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ReasoningDelta:
     """More reasoning for part ``index``.
 
@@ -417,7 +416,7 @@ class ReasoningDelta:
     redacted: bool = False
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ToolCallStart:
     """Opens part ``index`` as a tool call; its arguments follow as :class:`ToolArgsDelta`."""
 
@@ -427,7 +426,7 @@ class ToolCallStart:
     signature: str | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ToolArgsDelta:
     """A fragment of a tool call's arguments JSON text; fragments concatenate."""
 
@@ -435,25 +434,25 @@ class ToolArgsDelta:
     json: str
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class PartEnd:
     index: int
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class UsageUpdate:
     """Cumulative usage so far; the last one is the turn's usage."""
 
     usage: Usage
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class Finish:
     stop_reason: StopReason
     stop_sequence: str | None = None
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class StreamError:
     """The stream failed; nothing follows."""
 
@@ -479,7 +478,7 @@ Event: TypeAlias = (
 # Model listings
 
 
-@_frozen
+@attrs.frozen(kw_only=True)
 class ModelInfo:
     """A model as the model-list endpoints show it."""
 

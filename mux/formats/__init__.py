@@ -1,0 +1,1 @@
+"""Wire formats: one module per format, both directions, pure functions and stream translators."""
