@@ -5,7 +5,7 @@ Targets and what each must do:
 * ``openai_chat.parse_request`` on random JSON values (keys and strings drawn partly from the
   format's own vocabulary, so that random objects reach deep into the parser) and on valid
   requests with random mutations: return a request or raise ``RequestError``. A request it
-  returns must render, and survive a round trip as its projection (tests/projections.py).
+  returns must render, and survive a round trip as its projection (tests/projections/).
 * ``openai_chat.parse_response`` on the same kinds of input: a response or ``UpstreamError``;
   ``parse_error`` on anything: an error, never an exception.
 * ``openai_chat.StreamParser`` on random bytes and on rendered streams with bytes flipped,
@@ -35,7 +35,7 @@ from mux import ir
 from mux.errors import MuxError, RequestError, UpstreamError
 from mux.formats import openai_chat
 from mux.framing import FramingError, JSONArrayDecoder, NDJSONDecoder, SSEDecoder, dumps, loads
-from tests import projections
+from tests.projections import openai_chat as chat_projection
 from tests import strategies as strats
 
 __all__ = ["TARGETS", "json_bodies", "main", "make_property", "mutated", "run", "stream_bytes"]
@@ -199,7 +199,7 @@ def check_request(body: Any) -> None:
     except RequestError:
         return
     again = openai_chat.parse_request(_wire(openai_chat.render_request(request)))
-    assert again == projections.openai_chat_request(request), (body, request)
+    assert again == chat_projection.request(request), (body, request)
 
 
 def check_response(body: Any) -> None:
@@ -214,7 +214,7 @@ def check_response(body: Any) -> None:
     again = openai_chat.parse_response(_wire(openai_chat.render_response(response)))
     if response.created is None:
         again = attrs.evolve(again, created=None)
-    assert again == projections.openai_chat_response(response), (body, response)
+    assert again == chat_projection.response(response), (body, response)
 
 
 def _parse_stream(pieces: Sequence[bytes]) -> list[ir.Event]:
@@ -237,7 +237,7 @@ def check_stream(pieces: Sequence[bytes], include_usage: bool) -> None:
     start, first = events[0], again[0]
     if isinstance(start, ir.StreamStart) and isinstance(first, ir.StreamStart):
         again[0] = attrs.evolve(first, created=start.created)  # the clock's, if start had none
-    assert again == projections.openai_chat_events(events, request), events
+    assert again == chat_projection.events(events, request), events
 
 
 def _decode(make: Callable[[], Any], pieces: Sequence[bytes]) -> object:

@@ -28,7 +28,7 @@ from mux.errors import MuxError, RequestError, UpstreamError
 from mux.formats import openai_chat
 from mux.formats.openai_chat import StreamParser, StreamRenderer
 from mux.framing import SSEDecoder, dumps, loads
-from tests import projections
+from tests.projections import openai_chat as chat_projection
 from tests import strategies as strats
 
 fast = settings(deadline=None)  # examples: the profile's (conftest)
@@ -85,7 +85,7 @@ def test_request_round_trip(request: ir.Request) -> None:
     """parse_request(render_request(r)) is the Chat projection of r."""
     note_features(request)
     assert openai_chat.parse_request(wire(openai_chat.render_request(request))) == (
-        projections.openai_chat_request(request)
+        chat_projection.request(request)
     )
 
 
@@ -93,8 +93,8 @@ def test_request_round_trip(request: ir.Request) -> None:
 @given(strats.requests())
 def test_request_render_is_stable(request: ir.Request) -> None:
     """What Chat can say survives any number of trips: projecting twice changes nothing."""
-    once = projections.openai_chat_request(request)
-    assert projections.openai_chat_request(once) == once
+    once = chat_projection.request(request)
+    assert chat_projection.request(once) == once
     assert openai_chat.parse_request(wire(openai_chat.render_request(once))) == once
 
 
@@ -107,7 +107,7 @@ def test_response_round_trip(response: ir.Response) -> None:
     if response.created is None:
         assert isinstance(parsed.created, int)
         parsed = attrs.evolve(parsed, created=None)
-    assert parsed == projections.openai_chat_response(response)
+    assert parsed == chat_projection.response(response)
 
 
 @fast
@@ -123,7 +123,7 @@ def test_stream_round_trip(
     pieces = data.draw(splits(render_stream(events, request)))
     parsed = clear_created(parse_stream(pieces), events[0])
     strats.check_stream(parsed)
-    assert parsed == projections.openai_chat_events(events, request)
+    assert parsed == chat_projection.events(events, request)
 
 
 def test_strategies_cover_every_ir_feature() -> None:

@@ -1,14 +1,4 @@
-"""What each wire format can express of the IR: one projection per format and value kind.
-
-A projection maps an IR value to the IR value that survives a trip through the format,
-``parse(render(x))``. The round-trip properties check ``parse(render(x)) == project(x)``, so
-each projection is the exact statement of what its format loses. Every field is written out,
-and every loss has a comment starting ``# loss:``, so that a fidelity matrix can be read off
-these functions.
-
-Values a format fills in from the clock (``created`` when the IR has none) cannot be
-predicted; projections keep them as they are and the tests compare after clearing them.
-"""
+"""What OpenAI Chat Completions can express of the IR (see tests/projections/__init__.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +7,7 @@ from collections.abc import Sequence
 from mux import ir
 from mux.errors import status_for_kind
 
-__all__ = ["openai_chat_events", "openai_chat_request", "openai_chat_response"]
+__all__ = ["events", "request", "response"]
 
 # ============================================================================================
 # OpenAI Chat Completions
@@ -25,7 +15,7 @@ __all__ = ["openai_chat_events", "openai_chat_request", "openai_chat_response"]
 _CHAT = "openai_chat"
 
 
-def openai_chat_request(r: ir.Request) -> ir.Request:
+def request(r: ir.Request) -> ir.Request:
     """What survives ``parse_request(render_request(r))`` in OpenAI Chat."""
     return ir.Request(
         model=r.model,
@@ -207,7 +197,7 @@ def _has_calls(parts: Sequence[ir.Part]) -> bool:
     return any(isinstance(p, ir.ToolCall) for p in parts)
 
 
-def openai_chat_response(r: ir.Response) -> ir.Response:
+def response(r: ir.Response) -> ir.Response:
     """What survives ``parse_response(render_response(r))`` in OpenAI Chat."""
     content = _chat_assistant(r.content)
     return ir.Response(
@@ -222,7 +212,7 @@ def openai_chat_response(r: ir.Response) -> ir.Response:
     )
 
 
-def openai_chat_events(events: Sequence[ir.Event], request: ir.Request) -> list[ir.Event]:
+def events(events: Sequence[ir.Event], request: ir.Request) -> list[ir.Event]:
     """What survives rendering ``events`` for a Chat client of ``request`` and parsing them.
 
     Chat chunks carry no part boundaries: adjacent text parts (or reasoning parts) join into
