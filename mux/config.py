@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import cattrs
 import tomli_w
-from cattrs.cols import list_structure_factory
+from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 __all__ = [
@@ -30,6 +30,10 @@ __all__ = [
     "FakeConfig",
     "FakeRule",
     "FakeToolCall",
+    "ModelAlias",
+    "PROVIDER_BASE_URLS",
+    "ProviderConfig",
+    "RoutingConfig",
     "default_config_path",
     "dump_config",
     "find_config_path",
@@ -66,7 +70,7 @@ def _check_non_negative(instance: Any, attribute: attrs.Attribute[float], value:
 
 def _check_positive(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
     if value <= 0:
-        raise ValueError(f"{_kebab(attribute.name)}: expected a positive number of bytes, got {value}")
+        raise ValueError(f"{_kebab(attribute.name)}: expected a positive number, got {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -100,6 +104,89 @@ class FakeConfig:
     rules: list[FakeRule] = attrs.field(factory=list)
 
 
+#: The ``type`` of a ``[[providers]]`` entry, and the service root each defaults to.
+PROVIDER_BASE_URLS: dict[str, str | None] = {
+    "openai": "https://api.openai.com/v1",
+    "openai-responses": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "vertex": "https://aiplatform.googleapis.com",
+    "ollama": "http://127.0.0.1:11434",
+    "fake": None,
+}
+
+STRATEGIES = ("round-robin", "fill-first", "least-busy")
+
+
+def _check_choice(options: Any) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+        if value not in options:
+            expected = ", ".join(repr(o) for o in options)
+            raise ValueError(f"{_kebab(attribute.name)}: expected one of {expected}, got {value!r}")
+
+    return check
+
+
+def _check_seconds(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{_kebab(attribute.name)}: expected a number of seconds > 0, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class ModelAlias:
+    """``{ name = "upstream-name", alias = "what-clients-ask-for" }`` in a provider's models."""
+
+    name: str
+    alias: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ProviderConfig:
+    """One ``[[providers]]`` entry: an upstream service and its accounts."""
+
+    name: str
+    type: str = attrs.field(validator=_check_choice(tuple(PROVIDER_BASE_URLS)))
+    #: The service root as its vendor's SDKs take it; None means the real service.
+    base_url: str | None = None
+    #: One account per key.
+    api_keys: list[str] = attrs.field(factory=list)
+    models: list[str | ModelAlias] = attrs.field(factory=list)
+    #: Fetch the model list from the upstream at start-up, in addition to ``models``.
+    discover: bool = False
+    headers: dict[str, str] = attrs.field(factory=dict)
+    proxy_url: str | None = None
+    priority: int = 0
+    weight: int = attrs.field(default=1, validator=_check_positive)
+    #: Vertex AI: the Google Cloud project and location of the URL.
+    project: str | None = None
+    location: str | None = None
+    connect_timeout: float = attrs.field(default=10.0, validator=_check_seconds)
+    #: From sending the request to the first byte of the answer.
+    first_byte_timeout: float = attrs.field(default=120.0, validator=_check_seconds)
+    #: Idle time allowed between two chunks of a streamed answer.
+    stream_timeout: float = attrs.field(default=120.0, validator=_check_seconds)
+
+    @property
+    def url(self) -> str | None:
+        """``base_url``, or the type's real service."""
+        return self.base_url or PROVIDER_BASE_URLS[self.type]
+
+
+@attrs.frozen(kw_only=True)
+class RoutingConfig:
+    """The ``[routing]`` table: account choice, cooldowns, retries and fallbacks."""
+
+    strategy: str = attrs.field(default="round-robin", validator=_check_choice(STRATEGIES))
+    #: Attempts per request (across accounts and providers) before giving up.
+    request_retry: int = attrs.field(default=3, validator=_check_positive)
+    #: Seconds: the cap on the backoff between attempts.
+    max_retry_interval: float = attrs.field(default=30.0, validator=_check_seconds)
+    #: Seconds: the cap on any cooldown an upstream asks for.
+    max_cooldown: float = attrs.field(default=3600.0, validator=_check_seconds)
+    #: Models to try, in order, when every account of a model fails.
+    fallbacks: dict[str, list[str]] = attrs.field(factory=dict)
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """The whole configuration file."""
@@ -108,6 +195,8 @@ class Config:
     port: int = attrs.field(default=8317, validator=_check_port)
     max_request_size: int = attrs.field(default=DEFAULT_MAX_REQUEST_SIZE, validator=_check_positive)
     fake: FakeConfig = attrs.field(factory=FakeConfig)
+    providers: list[ProviderConfig] = attrs.field(factory=list)
+    routing: RoutingConfig = attrs.field(factory=RoutingConfig)
 
 
 class ConfigError(Exception):
@@ -159,20 +248,38 @@ def _make_converter() -> cattrs.Converter:
         lambda t: getattr(t, "__origin__", None) is list, _strict_list_factory
     )
 
-    def _strict_dict(value: Any, _: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise TypeError("expected a table")
-        return dict(value)
+    def _strict_dict_factory(type_: Any, conv: cattrs.Converter) -> Any:
+        key_type, value_type = getattr(type_, "__args__", (Any, Any))
+        structure_items = mapping_structure_factory(type_, conv)
 
-    converter.register_structure_hook_func(
-        lambda t: getattr(t, "__origin__", None) is dict, _strict_dict
+        def _strict_dict(value: Any, t: Any) -> dict[str, Any]:
+            if not isinstance(value, dict):
+                raise TypeError("expected a table")
+            if value_type is Any:  # free-form (tool-call arguments): any TOML value
+                return dict(value)
+            return structure_items(value, t)  # type: ignore[no-any-return]
+
+        return _strict_dict
+
+    converter.register_structure_hook_factory(
+        lambda t: getattr(t, "__origin__", None) is dict, _strict_dict_factory
     )
 
     def _renames(cls: type) -> dict[str, Any]:
         return {a.name: override(rename=_kebab(a.name)) for a in attrs.fields(cls)}
 
+    def _structure_model(value: Any, _: Any) -> str | ModelAlias:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, dict):
+            return converter.structure(value, ModelAlias)  # type: ignore[no-any-return]
+        raise TypeError("expected a model name or a table { name = ..., alias = ... }")
+
+    converter.register_structure_hook(str | ModelAlias, _structure_model)
+
     # Leaves first: a generated function binds the hooks of nested classes when it is made.
-    for cls in (FakeToolCall, FakeRule, FakeConfig, Config):
+    for cls in (FakeToolCall, FakeRule, FakeConfig, ModelAlias, ProviderConfig, RoutingConfig,
+                Config):
         converter.register_structure_hook(
             cls, make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True, **_renames(cls))
         )

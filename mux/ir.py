@@ -46,6 +46,7 @@ __all__ = [
     "Finish",
     "Image",
     "Message",
+    "Origin",
     "ModelInfo",
     "Part",
     "PartEnd",
@@ -340,6 +341,23 @@ class Request:
     user: str | None = None
     metadata: Mapping[str, str] = attrs.field(factory=dict)
     extra: Extra | None = None
+    #: The client's request as it arrived, for a same-format hop (see :class:`Origin`).
+    origin: Origin | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Origin:
+    """A client's request as it arrived: the decoded body and the headers that shape it.
+
+    When the upstream speaks the client's format, the provider forwards ``body`` with only
+    the model changed, so that fields mux does not model (Claude Code sends many) arrive
+    untouched. ``headers`` holds only headers that change the request's meaning
+    (``anthropic-beta``, ``anthropic-version``), never credentials.
+    """
+
+    format: str
+    body: Mapping[str, Any]
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
 # --------------------------------------------------------------------------------------------

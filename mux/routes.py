@@ -4,6 +4,9 @@ A request flows one way: HTTP request → the route's format parses the body int
 provider serving the model answers (whole, or as stream events) → the same format renders the
 answer. Every :class:`~mux.errors.MuxError` raised on the way becomes an error body in the
 client's format, with its status, at one place (:meth:`Gateway.handle`).
+
+Which format a client speaks is the route's, except on the paths several formats share
+(``GET /v1/models``): there the client's headers tell (:func:`_client_format`).
 """
 
 from __future__ import annotations
@@ -20,33 +23,43 @@ import attrs
 from mux import ir
 from mux.errors import MuxError, RequestError
 from mux.formats import openai_chat
+
+# DEVELOPMENT ONLY: formats still being written are optional until they land.
+import importlib as _importlib
+
+
+def _optional_format(name: str) -> Any:
+    try:
+        return _importlib.import_module(f"mux.formats.{name}")
+    except Exception:  # noqa: BLE001
+        return None
+
+
+anthropic = _optional_format("anthropic")
+gemini = _optional_format("gemini")
+ollama = _optional_format("ollama")
+openai_completions = _optional_format("openai_completions")
+openai_responses = _optional_format("openai_responses")
 from mux.framing import FramingError, dumps, loads
 from mux.providers import Provider
 from mux.server import HttpRequest, HttpResponse
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "decode_json", "error_response"]
 
 log = logging.getLogger("mux.routes")
 
-Endpoint = Callable[["Gateway", HttpRequest, "re.Match[str]"], Awaitable[HttpResponse]]
-
-
-@attrs.frozen
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    endpoint: Endpoint
-    #: The wire format of this endpoint's clients: its error envelope is theirs.
-    format: ModuleType
-
-
 _JSON = ("content-type", "application/json")
-_SSE_HEADERS = (
-    ("content-type", "text/event-stream"),
-    ("cache-control", "no-cache"),
-    # Tells nginx-style proxies in front of mux not to buffer the stream.
-    ("x-accel-buffering", "no"),
-)
+_SSE = "text/event-stream"
+_NDJSON = "application/x-ndjson"
+
+
+def _stream_headers(content_type: str) -> tuple[tuple[str, str], ...]:
+    return (
+        ("content-type", content_type),
+        ("cache-control", "no-cache"),
+        # Tells nginx-style proxies in front of mux not to buffer the stream.
+        ("x-accel-buffering", "no"),
+    )
 
 
 def _json_response(body: Any, status: int = 200, model: str | None = None) -> HttpResponse:
@@ -77,6 +90,24 @@ def decode_json(body: bytes) -> Any:
         raise RequestError(f"the request body is not valid JSON ({exc})") from None
 
 
+@attrs.frozen
+class Dialect:
+    """How one endpoint's clients want a generation: parsed, answered whole, and streamed."""
+
+    format: ModuleType
+    parse: Callable[[object], ir.Request]
+    render_response: Callable[[ir.Response], Any]
+    stream_renderer: Callable[[ir.Request], Any]
+    stream_content_type: str = _SSE
+
+
+def _dialect(format_: ModuleType, content_type: str = _SSE) -> Dialect:
+    return Dialect(
+        format_, format_.parse_request, format_.render_response, format_.StreamRenderer,
+        content_type,
+    )
+
+
 @attrs.define(eq=False)
 class Gateway:
     """The application: routes requests to providers through the formats."""
@@ -87,31 +118,22 @@ class Gateway:
         """Answer one HTTP request; never raises for anything a client can send."""
         route, match, allowed = _find_route(request)
         if route is None:
-            format_ = _format_for_path(request.path)
+            format_ = _client_format(request, _format_for_path(request.path))
             if allowed:
-                response = error_response(
-                    format_,
-                    RequestError(
-                        f"{request.method} is not allowed on {request.path}; "
-                        f"use {', '.join(sorted(allowed))}",
-                        status=405,
-                    ),
-                )
-                return attrs.evolve(
-                    response, headers=[*response.headers, ("allow", ", ".join(sorted(allowed)))]
-                )
+                methods = ", ".join(sorted(allowed))
+                message = f"{request.method} is not allowed on {request.path}; use {methods}"
+                response = error_response(format_, RequestError(message, status=405))
+                return attrs.evolve(response, headers=[*response.headers, ("allow", methods)])
+            message = f"no such endpoint: {request.method} {request.path}"
             return error_response(
-                format_,
-                RequestError(
-                    f"no such endpoint: {request.method} {request.path}",
-                    kind=ir.ErrorKind.NOT_FOUND,
-                ),
+                format_, RequestError(message, kind=ir.ErrorKind.NOT_FOUND)
             )
         assert match is not None
         try:
             return await route.endpoint(self, request, match)
         except MuxError as error:
-            return error_response(route.format, error)
+            format_ = route.format or _client_format(request, _format_for_path(request.path))
+            return error_response(format_, error)
 
     # ----------------------------------------------------------------------------------------
 
@@ -137,14 +159,24 @@ class Gateway:
                 seen.setdefault(model.id, model)
         return list(seen.values())
 
-    async def generate(
-        self, format_: ModuleType, request: ir.Request
-    ) -> HttpResponse:
-        """Answer an IR request in ``format_``, whole or streamed as the request asks."""
+    def model(self, model_id: str) -> ir.ModelInfo:
+        """The model ``model_id``, listed or merely served (any ``fake*`` name is).
+
+        Raises:
+          RequestError: no provider serves it.
+        """
+        for model in self.models():
+            if model.id == model_id:
+                return model
+        self.provider_for(model_id)
+        return ir.ModelInfo(id=model_id)
+
+    async def generate(self, dialect: Dialect, request: ir.Request) -> HttpResponse:
+        """Answer an IR request in ``dialect``, whole or streamed as the request asks."""
         provider = self.provider_for(request.model)
         if not request.stream:
             response = await provider.complete(request)
-            return _json_response(format_.render_response(response), model=request.model)
+            return _json_response(dialect.render_response(response), model=request.model)
         events = provider.stream(request)
         try:
             # Wait for the first event before answering 200: a provider that fails at once
@@ -155,10 +187,13 @@ class Gateway:
             raise
         return HttpResponse(
             status=200,
-            headers=_SSE_HEADERS,
-            body=_render_stream(format_.StreamRenderer(request), first, events),
+            headers=_stream_headers(dialect.stream_content_type),
+            body=_render_stream(dialect.stream_renderer(request), first, events),
             model=request.model,
         )
+
+    async def count_tokens(self, request: ir.Request) -> int:
+        return await self.provider_for(request.model).count_tokens(request)
 
 
 async def _render_stream(
@@ -180,42 +215,161 @@ async def _render_stream(
 # --------------------------------------------------------------------------------------------
 # Endpoints
 
+Endpoint = Callable[[Gateway, HttpRequest, "re.Match[str]"], Awaitable[HttpResponse]]
+
+
+def _generation(dialect: Dialect) -> Endpoint:
+    """The endpoint of a format whose body names the model and whether to stream."""
+
+    async def endpoint(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+        return await gateway.generate(dialect, dialect.parse(decode_json(request.body)))
+
+    return endpoint
+
 
 async def _healthz(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
     return _json_response({"status": "ok"})
 
 
-async def _chat_completions(
+async def _anthropic_count_tokens(
     gateway: Gateway, request: HttpRequest, match: re.Match[str]
 ) -> HttpResponse:
-    ir_request = openai_chat.parse_request(decode_json(request.body))
-    return await gateway.generate(openai_chat, ir_request)
+    ir_request = anthropic.parse_count_tokens(decode_json(request.body))
+    return _json_response(anthropic.render_count_tokens(await gateway.count_tokens(ir_request)))
+
+
+async def _gemini_generate(
+    gateway: Gateway, request: HttpRequest, match: re.Match[str]
+) -> HttpResponse:
+    """``models/{model}:{verb}``: the model and the streaming choice live in the URL."""
+    model, verb = match["model"], match["verb"]
+    if verb == "countTokens":
+        counted = gemini.parse_count_tokens(decode_json(request.body))
+        count = await gateway.count_tokens(attrs.evolve(counted, model=model))
+        return _json_response(gemini.render_count_tokens(count))
+    stream = verb == "streamGenerateContent"
+    # Without ?alt=sse a Gemini stream is one JSON array, written as it grows.
+    sse = request.query.get("alt") == "sse"
+    ir_request = attrs.evolve(gemini.parse_request(decode_json(request.body)), model=model,
+                              stream=stream)
+    dialect = Dialect(
+        gemini, gemini.parse_request, gemini.render_response,
+        lambda r: gemini.StreamRenderer(r, sse=sse), _SSE if sse else "application/json",
+    )
+    return await gateway.generate(dialect, ir_request)
 
 
 async def _list_models(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
-    return _json_response(openai_chat.render_models(gateway.models()))
+    format_ = _client_format(request, _format_for_path(request.path))
+    return _json_response(format_.render_models(gateway.models()))
 
 
 async def _get_model(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
-    model_id = match["model"]
-    for model in gateway.models():
-        if model.id == model_id:
-            return _json_response(openai_chat.render_model(model))
-    # A model the providers serve without listing it (any fake* name) still exists.
-    gateway.provider_for(model_id)
-    return _json_response(openai_chat.render_model(ir.ModelInfo(id=model_id)))
+    format_ = _client_format(request, _format_for_path(request.path))
+    return _json_response(format_.render_model(gateway.model(match["model"])))
 
 
-def _route(method: str, path: str, endpoint: Endpoint, format_: ModuleType) -> Route:
-    return Route(method, re.compile(path), endpoint, format_)
+async def _ollama_tags(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    return _json_response(ollama.render_tags(gateway.models()))
 
 
-ROUTES: tuple[Route, ...] = (
-    _route("GET", r"/healthz", _healthz, openai_chat),
-    _route("POST", r"/v1/chat/completions", _chat_completions, openai_chat),
-    _route("GET", r"/v1/models", _list_models, openai_chat),
-    _route("GET", r"/v1/models/(?P<model>.+)", _get_model, openai_chat),
-)
+async def _ollama_ps(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    return _json_response(ollama.render_ps(gateway.models()))
+
+
+async def _ollama_version(
+    gateway: Gateway, request: HttpRequest, match: re.Match[str]
+) -> HttpResponse:
+    return _json_response({"version": ollama.VERSION})
+
+
+async def _ollama_show(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    body = decode_json(request.body)
+    name = body.get("model") or body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str):
+        raise RequestError("model: expected a model name", param="model")
+    try:
+        model = gateway.model(name)
+    except RequestError:
+        raise RequestError(f"model '{name}' not found", kind=ir.ErrorKind.NOT_FOUND) from None
+    return _json_response(ollama.render_show(model))
+
+
+@attrs.frozen
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    endpoint: Endpoint
+    #: The wire format of this endpoint's clients: its error envelope is theirs. None on
+    #: paths several formats share, where the client's headers tell.
+    format: ModuleType | None
+
+
+_GEMINI_MODEL = r"/(?P<prefix>v1beta|v1)/models/(?P<model>[^:]+)"
+
+
+def _openai_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
+    return [
+        ("GET", r"/healthz", _healthz, openai_chat),
+        ("POST", r"/v1/chat/completions", _generation(_dialect(openai_chat)), openai_chat),
+        ("GET", r"/(?P<prefix>v1beta|v1)/models", _list_models, None),
+        ("GET", _GEMINI_MODEL.replace("[^:]+", ".+"), _get_model, None),
+    ]
+
+
+def _completions_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
+    dialect = _dialect(openai_completions)
+    return [("POST", r"/v1/completions", _generation(dialect), openai_completions)]
+
+
+def _responses_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
+    dialect = _dialect(openai_responses)
+    return [("POST", r"/v1/responses", _generation(dialect), openai_responses)]
+
+
+def _anthropic_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
+    return [
+        ("POST", r"/v1/messages", _generation(_dialect(anthropic)), anthropic),
+        ("POST", r"/v1/messages/count_tokens", _anthropic_count_tokens, anthropic),
+    ]
+
+
+def _gemini_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
+    verbs = r":(?P<verb>generateContent|streamGenerateContent|countTokens)"
+    return [("POST", _GEMINI_MODEL + verbs, _gemini_generate, gemini)]
+
+
+def _ollama_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
+    chat = _generation(_dialect(ollama, _NDJSON))
+    generate = _generation(Dialect(
+        ollama, ollama.parse_generate_request, ollama.render_generate_response,
+        ollama.GenerateStreamRenderer, _NDJSON,
+    ))
+    table: list[tuple[str, str, Endpoint, ModuleType | None]] = []
+    for prefix in ("/api", "/ollama/api"):
+        table += [
+            ("POST", prefix + "/chat", chat, ollama),
+            ("POST", prefix + "/generate", generate, ollama),
+            ("GET", prefix + "/tags", _ollama_tags, ollama),
+            ("POST", prefix + "/show", _ollama_show, ollama),
+            ("GET", prefix + "/ps", _ollama_ps, ollama),
+            ("GET", prefix + "/version", _ollama_version, ollama),
+        ]
+    return table
+
+
+def _routes() -> tuple[Route, ...]:
+    table = []
+    for group in (_openai_routes, _completions_routes, _responses_routes, _anthropic_routes,
+                  _gemini_routes, _ollama_routes):
+        try:
+            table += group()
+        except Exception:  # noqa: BLE001  DEVELOPMENT ONLY: a format still being written
+            log.debug("routes of %s unavailable", group.__name__, exc_info=True)
+    return tuple(Route(m, re.compile(p), e, f) for m, p, e, f in table)
+
+
+ROUTES = _routes()
 
 
 def _find_route(request: HttpRequest) -> tuple[Route | None, re.Match[str] | None, set[str]]:
@@ -232,6 +386,33 @@ def _find_route(request: HttpRequest) -> tuple[Route | None, re.Match[str] | Non
     return None, None, allowed
 
 
+def _client_format(request: HttpRequest, default: ModuleType) -> ModuleType:
+    """The format a client speaks on a path several formats share (``/v1/models``), by the
+    headers its SDK sends; ``default`` when they say nothing."""
+    if default is not openai_chat and default is not gemini:
+        return default
+    headers = request.headers
+    if "anthropic-version" in headers and anthropic:
+        return anthropic
+    if (
+        "x-goog-api-key" in headers
+        or "key" in request.query
+        or "google-genai" in headers.get("x-goog-api-client", "")
+    ) and gemini:
+        return gemini
+    return default
+
+
 def _format_for_path(path: str) -> ModuleType:
     """The format whose error envelope an unknown path's client most likely reads."""
-    return openai_chat
+    if path.startswith("/v1/messages"):
+        found = anthropic
+    elif path.startswith("/v1beta/") or ":" in path.rsplit("/", 1)[-1]:
+        found = gemini
+    elif path.startswith(("/api/", "/ollama/")):
+        found = ollama
+    elif path.startswith("/v1/responses"):
+        found = openai_responses
+    else:
+        found = openai_chat
+    return found or openai_chat  # DEVELOPMENT ONLY: "or"

@@ -56,14 +56,14 @@ def newest_user_text(messages: Sequence[ir.Message]) -> str:
     return ""
 
 
-def _request_text(request: ir.Request) -> str:
-    """All the prompt text of a request, for an input-token estimate."""
+def _input_tokens(request: ir.Request) -> int:
+    """An estimate of a request's input tokens, from all its prompt text; at least 1."""
     texts = []
     for message in request.messages:
         texts.extend(_texts(message.content))
         texts.extend(p.arguments for p in message.content if isinstance(p, ir.ToolCall))
     texts.extend(json.dumps(t.parameters or {}) + t.name for t in request.tools)
-    return "".join(texts)
+    return max(1, estimate_tokens("".join(texts)))
 
 
 @attrs.frozen
@@ -99,6 +99,9 @@ class FakeProvider:
 
     async def complete(self, request: ir.Request) -> ir.Response:
         return self._answer(request)
+
+    async def count_tokens(self, request: ir.Request) -> int:
+        return _input_tokens(request)
 
     async def stream(self, request: ir.Request) -> AsyncIterator[ir.Event]:
         response = self._answer(request)
@@ -162,7 +165,7 @@ class FakeProvider:
             stop_reason=stop_reason,
             stop_sequence=stop_sequence,
             usage=ir.Usage(
-                input_tokens=max(1, estimate_tokens(_request_text(request))),
+                input_tokens=_input_tokens(request),
                 output_tokens=estimate_tokens(output),
                 reasoning_tokens=reasoning_tokens,
             ),
