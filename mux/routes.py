@@ -99,6 +99,27 @@ class Dialect:
     render_response: Callable[[ir.Response], Any]
     stream_renderer: Callable[[ir.Request], Any]
     stream_content_type: str = _SSE
+    #: Whether the body is the format's own request (not e.g. Ollama's /api/generate), so a
+    #: same-format upstream can receive it as it came (:class:`ir.Origin`).
+    forwardable: bool = True
+
+    def parse_http(self, request: HttpRequest) -> ir.Request:
+        """The IR request in an HTTP request's body, with its origin when forwardable.
+
+        Raises:
+          RequestError: the body is not JSON or not a valid request of this format.
+        """
+        body = decode_json(request.body)
+        parsed = self.parse(body)
+        if not self.forwardable:
+            return parsed
+        headers = {name: request.headers[name] for name in _ORIGIN_HEADERS if name in request.headers}
+        origin = ir.Origin(format=self.format.NAME, body=body, headers=headers)
+        return attrs.evolve(parsed, origin=origin)
+
+
+#: Client headers that change what a request means, kept for a same-format upstream.
+_ORIGIN_HEADERS = ("anthropic-beta", "anthropic-version")
 
 
 def _dialect(format_: ModuleType, content_type: str = _SSE) -> Dialect:
@@ -222,7 +243,7 @@ def _generation(dialect: Dialect) -> Endpoint:
     """The endpoint of a format whose body names the model and whether to stream."""
 
     async def endpoint(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
-        return await gateway.generate(dialect, dialect.parse(decode_json(request.body)))
+        return await gateway.generate(dialect, dialect.parse_http(request))
 
     return endpoint
 
@@ -247,16 +268,15 @@ async def _gemini_generate(
         counted = gemini.parse_count_tokens(decode_json(request.body))
         count = await gateway.count_tokens(attrs.evolve(counted, model=model))
         return _json_response(gemini.render_count_tokens(count))
-    stream = verb == "streamGenerateContent"
     # Without ?alt=sse a Gemini stream is one JSON array, written as it grows.
     sse = request.query.get("alt") == "sse"
-    ir_request = attrs.evolve(gemini.parse_request(decode_json(request.body)), model=model,
-                              stream=stream)
     dialect = Dialect(
         gemini, gemini.parse_request, gemini.render_response,
         lambda r: gemini.StreamRenderer(r, sse=sse), _SSE if sse else "application/json",
     )
-    return await gateway.generate(dialect, ir_request)
+    parsed = dialect.parse_http(request)
+    stream = verb == "streamGenerateContent"
+    return await gateway.generate(dialect, attrs.evolve(parsed, model=model, stream=stream))
 
 
 async def _list_models(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
@@ -343,7 +363,7 @@ def _ollama_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
     chat = _generation(_dialect(ollama, _NDJSON))
     generate = _generation(Dialect(
         ollama, ollama.parse_generate_request, ollama.render_generate_response,
-        ollama.GenerateStreamRenderer, _NDJSON,
+        ollama.GenerateStreamRenderer, _NDJSON, forwardable=False,
     ))
     table: list[tuple[str, str, Endpoint, ModuleType | None]] = []
     for prefix in ("/api", "/ollama/api"):
