@@ -179,6 +179,11 @@ def test_status_rule_raises_rate_limit_error(client) -> None:
             messages=[{"role": "user", "content": "rate limit please"}],
             stream=True,
         )
+    # A scripted failure is the answer to that prompt, not a cooldown of the fake account.
+    fine = client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": "and now?"}]
+    )
+    assert fine.choices[0].message.content == "and now?"
 
 
 def test_models_list_and_retrieve(client) -> None:
@@ -212,6 +217,7 @@ def test_unknown_model_and_bad_requests_get_openai_errors(client, mux) -> None:
         assert response.status_code == 400
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "invalid_request_error"
         assert "Traceback" not in response.text
 
 

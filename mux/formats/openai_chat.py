@@ -534,7 +534,7 @@ def render_response(response: ir.Response) -> dict[str, Any]:
 
 # One error type per kind, so that a mid-stream error (which has no status) keeps its kind.
 _ERROR_TYPES = {
-    ir.ErrorKind.INVALID_REQUEST: "invalidrequest_error",
+    ir.ErrorKind.INVALID_REQUEST: "invalid_request_error",
     ir.ErrorKind.AUTHENTICATION: "authentication_error",
     ir.ErrorKind.PERMISSION: "permission_error",
     ir.ErrorKind.NOT_FOUND: "not_found_error",
