@@ -59,6 +59,8 @@ class MuxError(Exception):
       status: the HTTP status; defaults to the kind's usual status.
       param: the request field at fault, where there is one (OpenAI's ``param``).
       retry_after: seconds the client should wait before retrying, when known.
+      final: no other attempt could change this answer (the fake provider's scripted
+        failures): the router passes it to the client without retrying or cooling down.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class MuxError(Exception):
         status: int | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        final: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -76,6 +79,7 @@ class MuxError(Exception):
         self.status = status if status is not None else status_for_kind(kind)
         self.param = param
         self.retry_after = retry_after
+        self.final = final
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.kind.name}, {self.message!r}, status={self.status})"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from mux import ir, streams
-from mux.config import FakeConfig, FakeRule, FakeToolCall
+from mux.config import FakeConfig, FakeRule, FakeToolCall, ModelAlias
 from mux.errors import UpstreamError
+from mux.providers import Account
 from mux.providers.fake import FakeProvider, estimate_tokens, newest_user_text
 
 
@@ -18,7 +20,7 @@ def user(text: str) -> ir.Message:
     return ir.Message(role=ir.Role.USER, content=[ir.Text(text=text)])
 
 
-def request(*messages: ir.Message, **fields: object) -> ir.Request:
+def request(*messages: ir.Message, **fields: Any) -> ir.Request:
     return ir.Request(model="fake", messages=messages, **fields)
 
 
@@ -117,3 +119,33 @@ def test_which_models_it_serves_and_lists() -> None:
     # Only names a client can actually ask for are listed: "local" does not match "local-*".
     assert [m.id for m in provider.models()] == ["fake", "gpt-test"]
     assert FakeProvider(FakeConfig(models=[]), serve_all=True).serves("gpt-4o")
+
+
+def test_the_builtin_fake_is_an_account_provider_in_the_lowest_tier() -> None:
+    provider = FakeProvider(FakeConfig())
+    assert (provider.name, provider.priority, provider.weight) == ("fake", -1000, 1)
+    assert provider.accounts() == (Account(provider="fake", id="fake"),)
+    assert provider.upstream_model("fake-x") == "fake-x"
+    assert provider.upstream_model("gpt-4o") is None
+    assert FakeProvider(FakeConfig(), serve_all=True).upstream_model("gpt-4o") == "gpt-4o"
+
+
+async def test_a_named_fake_serves_only_its_own_models_and_aliases() -> None:
+    provider = FakeProvider(
+        RULES, name="fake-2", priority=5, weight=3,
+        models=["gpt-test", "gpt-*", ModelAlias(name="claude-haiku-4-5", alias="fast")],
+    )
+    assert (provider.name, provider.priority, provider.weight) == ("fake-2", 5, 3)
+    assert [a.id for a in provider.accounts()] == ["fake-2"]
+    assert provider.upstream_model("gpt-other") == "gpt-other"
+    assert provider.upstream_model("fast") == "claude-haiku-4-5"
+    assert provider.upstream_model("claude-haiku-4-5") is None  # only the alias is served
+    assert provider.upstream_model("fake") is None  # no implicit fake* for a named provider
+    # Listed: literal names and aliases ("gpt" does not match "gpt-*").
+    assert [m.id for m in provider.models()] == ["gpt-test", "fast"]
+    account = provider.accounts()[0]
+    answer = await provider.complete(request(user("hello")), account)
+    assert answer.content == (ir.Text(text="hello"),)
+    events = [e async for e in provider.stream(request(user("a b")), account)]
+    assert streams.collect(events).content == (ir.Text(text="a b"),)
+    assert await provider.count_tokens(request(user("hello")), account) >= 1

@@ -5,7 +5,7 @@ Two shapes:
 * :class:`Provider` is what the routes layer talks to: something that serves models and answers
   IR requests. The router (``mux.router``) is one, in front of every configured upstream.
 * :class:`AccountProvider` is one configured upstream (``[[providers]]``): a vendor's API
-  reached with one of several :class:`Account`\ s, chosen per request by the router.
+  reached with one of several accounts (:class:`Account`), chosen per request by the router.
 
 Providers speak the IR only: turning the IR into a vendor's wire format is the job of that
 format's module (``mux.formats``).

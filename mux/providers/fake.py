@@ -23,10 +23,11 @@ import attrs
 import trio
 
 from mux import ir, streams
-from mux.config import FakeConfig, FakeRule
+from mux.config import FakeConfig, FakeRule, ModelAlias
 from mux.errors import UpstreamError, kind_for_status
+from mux.providers import Account
 
-__all__ = ["FakeProvider", "estimate_tokens", "newest_user_text"]
+__all__ = ["FakeProvider", "estimate_input_tokens", "estimate_tokens", "newest_user_text"]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -56,7 +57,7 @@ def newest_user_text(messages: Sequence[ir.Message]) -> str:
     return ""
 
 
-def _input_tokens(request: ir.Request) -> int:
+def estimate_input_tokens(request: ir.Request) -> int:
     """An estimate of a request's input tokens, from all its prompt text; at least 1."""
     texts = []
     for message in request.messages:
@@ -66,28 +67,70 @@ def _input_tokens(request: ir.Request) -> int:
     return max(1, estimate_tokens("".join(texts)))
 
 
-@attrs.frozen
+def _stem(pattern: str) -> str | None:
+    """The name a client can ask for that a glob stands for (``fake*`` → ``fake``), if any."""
+    stem = _GLOB_CHARS.split(pattern, maxsplit=1)[0].rstrip("-_.:/")
+    return stem if stem and fnmatch.fnmatchcase(stem, pattern) else None
+
+
+# Not frozen: the AccountProvider protocol declares name, priority and weight as plain
+# (settable) attributes, which a frozen class does not satisfy for a type checker.
+@attrs.define(eq=False)
 class FakeProvider:
-    """Answers every model matching ``config.models`` (or any model when ``serve_all``)."""
+    """Answers every model matching its model globs (or any model when ``serve_all``).
+
+    The built-in provider (``[fake]``, no ``models`` given) serves ``config.models`` and any
+    ``fake…`` name, and lists ``fake``; it sits in the lowest priority tier so that it never
+    takes traffic from a configured upstream. A ``[[providers]]`` entry of type ``fake`` gives
+    its own name, tier, weight and models (globs, or ``ModelAlias`` entries, whose ``alias``
+    clients ask for and whose ``name`` the fake answers as).
+
+    It is an :class:`~mux.providers.AccountProvider` with one pseudo-account named after it;
+    ``account`` is optional in its methods so that it also works as a plain
+    :class:`~mux.providers.Provider` (a Gateway without a router, in tests).
+    """
 
     config: FakeConfig
-    serve_all: bool = False
-    name: str = "fake"
+    serve_all: bool = attrs.field(default=False, kw_only=True)
+    name: str = attrs.field(default="fake", kw_only=True)
+    #: The lowest tier by default: the fake is a last resort, never a competitor.
+    priority: int = attrs.field(default=-1000, kw_only=True)
+    weight: int = attrs.field(default=1, kw_only=True)
+    #: Globs (or aliases) of the models served; None means ``config.models`` plus ``fake*``.
+    models_served: Sequence[str | ModelAlias] | None = attrs.field(
+        default=None, kw_only=True, alias="models"
+    )
+
+    def _patterns(self) -> Sequence[str | ModelAlias]:
+        return self.config.models if self.models_served is None else self.models_served
+
+    def accounts(self) -> Sequence[Account]:
+        """One pseudo-account, named after the provider."""
+        return (Account(provider=self.name, id=self.name),)
+
+    def upstream_model(self, model: str) -> str | None:
+        """``model`` itself if served (an alias: its target name), else None."""
+        for entry in self._patterns():
+            if isinstance(entry, ModelAlias):
+                if model == (entry.alias or entry.name):
+                    return entry.name
+            elif fnmatch.fnmatchcase(model, entry):
+                return model
+        if self.serve_all or (self.models_served is None and model.startswith("fake")):
+            return model
+        return None
 
     def serves(self, model: str) -> bool:
-        return (
-            self.serve_all
-            or model.startswith("fake")
-            or any(fnmatch.fnmatchcase(model, pattern) for pattern in self.config.models)
-        )
+        return self.upstream_model(model) is not None
 
     def models(self) -> Sequence[ir.ModelInfo]:
-        """``fake``, the literal names in ``[fake] models``, and each pattern's stem if it
-        matches the pattern (``fake*`` → ``fake``)."""
-        names: dict[str, None] = {"fake": None}
-        for pattern in self.config.models:
-            stem = _GLOB_CHARS.split(pattern, maxsplit=1)[0].rstrip("-_.:/")
-            if stem and fnmatch.fnmatchcase(stem, pattern):
+        """The names a client can ask for: literal names and aliases, each glob's stem if it
+        matches the glob (``fake*`` → ``fake``), and ``fake`` for the built-in provider."""
+        names: dict[str, None] = {"fake": None} if self.models_served is None else {}
+        for entry in self._patterns():
+            if isinstance(entry, ModelAlias):
+                names[entry.alias or entry.name] = None
+            elif (stem := _stem(entry)) is not None:
                 names[stem] = None
         return [ir.ModelInfo(id=name, owned_by="mux-fake") for name in names]
 
@@ -97,13 +140,15 @@ class FakeProvider:
                 return rule
         return None
 
-    async def complete(self, request: ir.Request) -> ir.Response:
+    async def complete(self, request: ir.Request, account: Account | None = None) -> ir.Response:
         return self._answer(request)
 
-    async def count_tokens(self, request: ir.Request) -> int:
-        return _input_tokens(request)
+    async def count_tokens(self, request: ir.Request, account: Account | None = None) -> int:
+        return estimate_input_tokens(request)
 
-    async def stream(self, request: ir.Request) -> AsyncIterator[ir.Event]:
+    async def stream(
+        self, request: ir.Request, account: Account | None = None
+    ) -> AsyncIterator[ir.Event]:
         response = self._answer(request)
         first = True
         for event in streams.split(response):
@@ -127,6 +172,9 @@ class FakeProvider:
                 kind_for_status(rule.status),
                 f"fake provider: the rule matching {rule.match!r} answers with status {rule.status}",
                 status=rule.status,
+                # The scripted answer to this prompt, not a sign of the account's health:
+                # the client gets it at once, and the next prompt is answered as usual.
+                final=True,
             )
         reply = text if rule is None else rule.reply
         content: list[ir.Part] = []
@@ -165,7 +213,7 @@ class FakeProvider:
             stop_reason=stop_reason,
             stop_sequence=stop_sequence,
             usage=ir.Usage(
-                input_tokens=_input_tokens(request),
+                input_tokens=estimate_input_tokens(request),
                 output_tokens=estimate_tokens(output),
                 reasoning_tokens=reasoning_tokens,
             ),
