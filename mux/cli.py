@@ -21,9 +21,13 @@ from mux.config import (
     load_config,
     write_new_config,
 )
+from mux.providers import AccountProvider
+from mux.providers.api import discover_models, providers_from_config
 from mux.providers.fake import FakeProvider
+from mux.router import Router
 from mux.routes import Gateway
 from mux.server import Limits, Server
+from mux.upstream import Upstreams
 
 __all__ = ["main"]
 
@@ -48,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--config", metavar="FILE", help="where to write it")
 
     commands.add_parser("version", help="print the version")
+
+    fidelity = commands.add_parser(
+        "fidelity", help="measure which features survive each client -> upstream format pair"
+    )
+    fidelity.add_argument("--json", action="store_true", help="print JSON, not markdown")
+    fidelity.add_argument("--client", action="append", metavar="FORMAT",
+                          help="only this client format (repeatable)")
+    fidelity.add_argument("--upstream", action="append", metavar="FORMAT",
+                          help="only this upstream format (repeatable)")
     return parser
 
 
@@ -60,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command == "init":
         return _init(args.config)
+    if command == "fidelity":
+        return _fidelity(args.client, args.upstream, as_json=args.json)
     return _serve(
         getattr(args, "config", None),
         host=getattr(args, "host", None),
@@ -82,6 +97,22 @@ def _init(explicit: str | None) -> int:
     return 0
 
 
+def _fidelity(
+    clients: Sequence[str] | None, upstreams: Sequence[str] | None, *, as_json: bool
+) -> int:
+    from mux import fidelity  # only this command needs it
+
+    known = fidelity.available_formats()
+    unknown = sorted((set(clients or ()) | set(upstreams or ())) - set(known))
+    if unknown:
+        print(f"mux: unknown format {', '.join(unknown)}; known: {', '.join(known)}",
+              file=sys.stderr)
+        return 2
+    cells = fidelity.measure(clients, upstreams)
+    print(fidelity.render_json(cells) if as_json else fidelity.render_markdown(cells))
+    return 0
+
+
 def _serve(config_path: str | None, *, host: str | None, port: int | None, fake: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -93,10 +124,21 @@ def _serve(config_path: str | None, *, host: str | None, port: int | None, fake:
     except (ConfigError, ValueError) as exc:
         print(f"mux: {exc}", file=sys.stderr)
         return 2
-    gateway = Gateway(providers=[FakeProvider(config.fake, serve_all=fake)])
+    upstreams = Upstreams()
+    try:
+        providers: list[AccountProvider] = (
+            [FakeProvider(config.fake, serve_all=True)]
+            if fake
+            else providers_from_config(config, upstreams)
+        )
+        router = Router(providers, config.routing)
+    except ValueError as exc:  # two providers with one name
+        print(f"mux: {exc}", file=sys.stderr)
+        return 2
+    gateway = Gateway(providers=[router])
     server = Server(gateway.handle, limits=Limits(max_request_size=config.max_request_size))
     try:
-        trio.run(_run, server, gateway, config)
+        trio.run(_run, server, gateway, config, upstreams, providers)
     except OSError as exc:
         print(f"mux: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -106,8 +148,16 @@ def _serve(config_path: str | None, *, host: str | None, port: int | None, fake:
     return 0
 
 
-async def _run(server: Server, gateway: Gateway, config: Config) -> None:
-    async with trio.open_nursery() as nursery:
+async def _run(
+    server: Server,
+    gateway: Gateway,
+    config: Config,
+    upstreams: Upstreams,
+    providers: Sequence[AccountProvider],
+) -> None:
+    # The upstream connection pools outlive every request: they close after the server.
+    async with upstreams, trio.open_nursery() as nursery:
+        await discover_models(providers)
 
         async def serve(task_status: trio.TaskStatus[int]) -> None:
             await server.serve(config.host, config.port, task_status=task_status)
@@ -139,6 +189,8 @@ def _announce(gateway: Gateway, host: str, port: int) -> None:
         f"models: {models}\n"
         f"point your clients here:\n"
         f"  OPENAI_BASE_URL={url}/v1\n"
-        f"  ANTHROPIC_BASE_URL={url}\n",
+        f"  ANTHROPIC_BASE_URL={url}\n"
+        f"  GOOGLE_GEMINI_BASE_URL={url}\n"
+        f"  OLLAMA_HOST={url}\n",
         flush=True,
     )
