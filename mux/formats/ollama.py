@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from mux import ir
-from mux.errors import MuxError, RequestError, UpstreamError, kind_for_status
+from mux.errors import MuxError, UpstreamError, kind_for_status
 from mux.formats._json import (
     Node,
     extract_extra,
@@ -65,6 +65,7 @@ __all__ = [
     "GenerateStreamRenderer",
     "StreamParser",
     "StreamRenderer",
+    "arguments_object",
     "compact_arguments",
     "parse_error",
     "parse_generate_request",
@@ -142,12 +143,9 @@ def arguments_object(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) and finite(value) else {"_raw": text}
 
 
-def _rfc3339(unix: float) -> str:
+def _rfc3339(unix: int) -> str:
     """A Unix time as RFC 3339 UTC, as Ollama writes ``created_at`` (the SDK validates it)."""
-    moment = datetime.datetime.fromtimestamp(unix, datetime.UTC)
-    return moment.isoformat(timespec="seconds" if unix == int(unix) else "microseconds").replace(
-        "+00:00", "Z"
-    )
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_time(node: Node) -> int:
@@ -202,7 +200,10 @@ class _Calls:
         if isinstance(arguments.value, str):  # lenient: OpenAI's JSON text
             text = arguments.value
         else:
-            text = compact_arguments(arguments.optional(Node.free_object) or {})
+            try:
+                text = compact_arguments(arguments.optional(Node.free_object) or {})
+            except (ValueError, TypeError, RecursionError):
+                arguments.fail("an object", "an object that cannot be encoded")
         call_id = node["id"].optional(Node.string) or f"call_{self.count}"
         self.count += 1
         return ir.ToolCall(id=call_id, name=function["name"].string(), arguments=text)
@@ -262,16 +263,15 @@ def _render_tool_call(call: ir.ToolCall, index: int | None = None) -> dict[str, 
     return {"id": call.id, "function": function}
 
 
-def _render_assistant(parts: Sequence[ir.Part], indexed: bool = False) -> dict[str, Any]:
-    """An assistant message: its text joined, its reasoning joined, its tool calls."""
+def _render_assistant(parts: Sequence[ir.Part]) -> dict[str, Any]:
+    """An assistant message of a request's history: its text joined, its reasoning
+    joined, its tool calls."""
     message: dict[str, Any] = {"role": "assistant", "content": _joined(parts, ir.Text)}
     if thinking := _joined(parts, ir.Reasoning):
         message["thinking"] = thinking
-    calls = [part for part in parts if isinstance(part, ir.ToolCall)]
+    calls = [_render_tool_call(part) for part in parts if isinstance(part, ir.ToolCall)]
     if calls:
-        message["tool_calls"] = [
-            _render_tool_call(call, i if indexed else None) for i, call in enumerate(calls)
-        ]
+        message["tool_calls"] = calls
     return message
 
 
@@ -426,11 +426,12 @@ def _parse_format(node: Node) -> ir.ResponseFormat | None:
     """``"json"``, a JSON Schema object, or ``""`` (the SDK's "no format")."""
     if isinstance(node.value, dict):
         return ir.ResponseFormat(type=ir.ResponseFormatType.JSON_SCHEMA, schema=node.free_object())
-    if not isinstance(node.value, str):
-        node.fail('"json" or a JSON Schema object')
-    if node.choice(("json", "")) == "":
-        return None
-    return ir.ResponseFormat(type=ir.ResponseFormatType.JSON_OBJECT)
+    if node.value == "json":
+        return ir.ResponseFormat(type=ir.ResponseFormatType.JSON_OBJECT)
+    if node.value != "":
+        got = repr(node.value[:40]) if isinstance(node.value, str) else None
+        node.fail('"json" or a JSON Schema object', got)
+    return None
 
 
 def _parse_think(node: Node) -> ir.ReasoningConfig:
@@ -561,7 +562,7 @@ def _in_response(text: str, thinking: str, calls: list[dict[str, Any]]) -> dict[
 
 
 def _render_whole(response: ir.Response, carry: _Carrier) -> dict[str, Any]:
-    created = time.time() if response.created is None else response.created
+    created = int(time.time()) if response.created is None else response.created
     calls = [p for p in response.content if isinstance(p, ir.ToolCall)]
     body = {
         "model": response.model,
@@ -711,23 +712,23 @@ class StreamRenderer:
     One object per line, never a blank line (the SDK ``json.loads`` every line). Text and
     reasoning deltas go out as they come, as ``content`` and ``thinking``; a tool call is
     held until its part ends and goes out whole, with object arguments (F.4). The final
-    line has ``done: true``, the ``done_reason``, the token counts and the durations mux
-    saw (nanoseconds). A :class:`ir.StreamError` becomes a last ``{"error": ...}`` line.
+    line has ``done: true``, the ``done_reason`` and the token counts; the durations are
+    left out (Ollama omits zero metrics), which keeps the renderer free of the clock but
+    for ``created_at`` when the stream has no time. A :class:`ir.StreamError` becomes a
+    last ``{"error": ...}`` line.
     Events after either end are dropped.
 
     :class:`GenerateStreamRenderer` is the same with ``/api/generate``'s ``response``.
     """
 
     _carry = staticmethod(_in_message)
+    _says_tool_calls = True
 
     def __init__(self, request: ir.Request) -> None:
         self._head: dict[str, Any] | None = None  # model and created_at of every line
         self._calls: dict[int, tuple[ir.ToolCallStart, list[str]]] = {}  # held tool calls
         self._sent_calls = 0
-        self._tool_calls = False
         self._usage = ir.Usage()
-        self._started_ns = 0  # monotonic clock readings, for the durations
-        self._first_ns: int | None = None
         self._ended = False
 
     def render(self, event: ir.Event) -> bytes:
@@ -740,16 +741,14 @@ class StreamRenderer:
             return b""
         match event:
             case ir.StreamStart():
-                created = time.time() if event.created is None else event.created
+                created = int(time.time()) if event.created is None else event.created
                 self._head = {"model": event.model, "created_at": _rfc3339(created)}
-                self._started_ns = time.monotonic_ns()
             case ir.TextDelta(text=text) if text:
                 return self._line(text=text)
             case ir.ReasoningDelta(text=text) if text:
                 return self._line(thinking=text)
-            case ir.ToolCallStart():
+            case ir.ToolCallStart() if self._says_tool_calls:
                 self._start()
-                self._tool_calls = True
                 self._calls[event.index] = (event, [])
             case ir.ToolArgsDelta(index=index) if index in self._calls:
                 self._calls[index][1].append(event.json)
@@ -773,8 +772,6 @@ class StreamRenderer:
 
     def _line(self, text: str = "", thinking: str = "", calls: Sequence[Any] = ()) -> bytes:
         head = self._start()
-        if self._first_ns is None:
-            self._first_ns = time.monotonic_ns()
         return ndjson({**head, **self._carry(text, thinking, list(calls)), "done": False})
 
     def _send_call(self, index: int) -> bytes:
@@ -784,20 +781,11 @@ class StreamRenderer:
         return self._line(calls=[_render_tool_call(call, self._sent_calls - 1)])
 
     def _final(self, stop: ir.StopReason) -> bytes:
-        head = self._start()
-        now = time.monotonic_ns()
-        first = now if self._first_ns is None else self._first_ns
-        durations = {
-            "total_duration": now - self._started_ns,
-            "prompt_eval_duration": first - self._started_ns,
-            "eval_duration": now - first,
-        }
         line = {
-            **head,
+            **self._start(),
             **self._carry("", "", []),
             "done": True,
             "done_reason": _done_reason(stop),
-            **{key: value for key, value in durations.items() if value > 0},
             **_metrics(self._usage),
         }
         return ndjson(line)
@@ -808,6 +796,7 @@ class GenerateStreamRenderer(StreamRenderer):
     ``thinking``); tool calls have no place there and are dropped."""
 
     _carry = staticmethod(_in_response)
+    _says_tool_calls = False
 
 
 class StreamParser:
@@ -844,6 +833,8 @@ class StreamParser:
         return [*events, ir.StreamError(kind=ir.ErrorKind.UPSTREAM, message=message, status=502)]
 
     def _decode(self, decode: Callable[[bytes], list[Any]], data: bytes) -> list[ir.Event]:
+        if self._done:
+            return []
         try:
             lines = decode(data)
         except FramingError as exc:
