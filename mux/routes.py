@@ -96,7 +96,8 @@ class Dialect:
 
     format: ModuleType
     parse: Callable[[object], ir.Request]
-    render_response: Callable[[ir.Response], Any]
+    #: Renders a whole answer; the request it answers is there for formats that echo it.
+    render_response: Callable[[ir.Response, ir.Request], Any]
     stream_renderer: Callable[[ir.Request], Any]
     stream_content_type: str = _SSE
     #: Whether the body is the format's own request (not e.g. Ollama's /api/generate), so a
@@ -122,11 +123,15 @@ class Dialect:
 _ORIGIN_HEADERS = ("anthropic-beta", "anthropic-version")
 
 
-def _dialect(format_: ModuleType, content_type: str = _SSE) -> Dialect:
-    return Dialect(
-        format_, format_.parse_request, format_.render_response, format_.StreamRenderer,
-        content_type,
-    )
+def _answer_only(render: Callable[[ir.Response], Any]) -> Callable[[ir.Response, ir.Request], Any]:
+    return lambda response, request: render(response)
+
+
+def _dialect(format_: ModuleType, content_type: str = _SSE, *, echoes: bool = False) -> Dialect:
+    """The dialect of a format's own endpoint; ``echoes``: its whole answers repeat the
+    request's settings (OpenAI Responses), so its renderer takes the request too."""
+    render = format_.render_response if echoes else _answer_only(format_.render_response)
+    return Dialect(format_, format_.parse_request, render, format_.StreamRenderer, content_type)
 
 
 @attrs.define(eq=False)
@@ -197,7 +202,7 @@ class Gateway:
         provider = self.provider_for(request.model)
         if not request.stream:
             response = await provider.complete(request)
-            return _json_response(dialect.render_response(response), model=request.model)
+            return _json_response(dialect.render_response(response, request), model=request.model)
         events = provider.stream(request)
         try:
             # Wait for the first event before answering 200: a provider that fails at once
@@ -271,7 +276,7 @@ async def _gemini_generate(
     # Without ?alt=sse a Gemini stream is one JSON array, written as it grows.
     sse = request.query.get("alt") == "sse"
     dialect = Dialect(
-        gemini, gemini.parse_request, gemini.render_response,
+        gemini, gemini.parse_request, _answer_only(gemini.render_response),
         lambda r: gemini.StreamRenderer(r, sse=sse), _SSE if sse else "application/json",
     )
     parsed = dialect.parse_http(request)
@@ -343,7 +348,7 @@ def _completions_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
 
 
 def _responses_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
-    dialect = _dialect(openai_responses)
+    dialect = _dialect(openai_responses, echoes=True)
     return [("POST", r"/v1/responses", _generation(dialect), openai_responses)]
 
 
@@ -362,7 +367,7 @@ def _gemini_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
 def _ollama_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
     chat = _generation(_dialect(ollama, _NDJSON))
     generate = _generation(Dialect(
-        ollama, ollama.parse_generate_request, ollama.render_generate_response,
+        ollama, ollama.parse_generate_request, _answer_only(ollama.render_generate_response),
         ollama.GenerateStreamRenderer, _NDJSON, forwardable=False,
     ))
     table: list[tuple[str, str, Endpoint, ModuleType | None]] = []
