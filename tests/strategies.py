@@ -509,13 +509,20 @@ def _walk(value: object) -> Iterator[object]:
             yield from _walk(item)
 
 
+#: IR classes no wire format renders or parses: the routes attach a request's origin.
+_NOT_WIRE = frozenset({"Origin"})
+
+
 def all_features() -> set[str]:
-    """Every label :func:`features` can give for the classes and enums of :mod:`mux.ir`."""
+    """Every label :func:`features` can give for the classes and enums of :mod:`mux.ir`
+    that a wire format carries."""
     labels: set[str] = set()
     for name in ir.__all__:
+        if name in _NOT_WIRE:
+            continue
         obj = getattr(ir, name)
         if isinstance(obj, type) and issubclass(obj, enum.Enum):
             labels |= {f"{name}.{member.name}" for member in obj}
         elif isinstance(obj, type) and attrs.has(obj):
             labels |= {name, *(f"{name}.{field.name}" for field in attrs.fields(obj))}
-    return labels
+    return labels - {"Request.origin"}
