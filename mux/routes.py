@@ -225,17 +225,23 @@ class Gateway:
 async def _render_stream(
     renderer: Any, first: ir.Event, events: AsyncIterator[ir.Event]
 ) -> AsyncIterator[bytes]:
+    """The client's stream bytes. It always ends with a Finish or a StreamError, so that a
+    format's closing bytes (Gemini's ``]``, Chat's ``[DONE]``) are written even when the
+    provider's events stop short."""
+    last: ir.Event = first
     async with aclosing(events):
         try:
             yield renderer.render(first)
-            async for event in events:
-                chunk = renderer.render(event)
+            async for last in events:
+                chunk = renderer.render(last)
                 if chunk:
                     yield chunk
         except MuxError as error:
-            yield renderer.render(
-                ir.StreamError(kind=error.kind, message=error.message, status=error.status)
-            )
+            last = ir.StreamError(kind=error.kind, message=error.message, status=error.status)
+            yield renderer.render(last)
+    if not isinstance(last, (ir.Finish, ir.StreamError)):
+        message = "the upstream stream ended before it finished"
+        yield renderer.render(ir.StreamError(kind=ir.ErrorKind.UPSTREAM, message=message, status=502))
 
 
 # --------------------------------------------------------------------------------------------
