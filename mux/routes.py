@@ -22,24 +22,14 @@ import attrs
 
 from mux import ir
 from mux.errors import MuxError, RequestError
-from mux.formats import openai_chat
-
-# DEVELOPMENT ONLY: formats still being written are optional until they land.
-import importlib as _importlib
-
-
-def _optional_format(name: str) -> Any:
-    try:
-        return _importlib.import_module(f"mux.formats.{name}")
-    except Exception:  # noqa: BLE001
-        return None
-
-
-anthropic = _optional_format("anthropic")
-gemini = _optional_format("gemini")
-ollama = _optional_format("ollama")
-openai_completions = _optional_format("openai_completions")
-openai_responses = _optional_format("openai_responses")
+from mux.formats import (
+    anthropic,
+    gemini,
+    ollama,
+    openai_chat,
+    openai_completions,
+    openai_responses,
+)
 from mux.framing import FramingError, dumps, loads
 from mux.providers import Provider
 from mux.server import HttpRequest, HttpResponse
@@ -390,14 +380,9 @@ def _ollama_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
 
 
 def _routes() -> tuple[Route, ...]:
-    table = []
-    for group in (_openai_routes, _completions_routes, _responses_routes, _anthropic_routes,
-                  _gemini_routes, _ollama_routes):
-        try:
-            table += group()
-        except Exception:  # noqa: BLE001  DEVELOPMENT ONLY: a format still being written
-            log.debug("routes of %s unavailable", group.__name__, exc_info=True)
-    return tuple(Route(m, re.compile(p), e, f) for m, p, e, f in table)
+    groups = (_openai_routes, _completions_routes, _responses_routes, _anthropic_routes,
+              _gemini_routes, _ollama_routes)
+    return tuple(Route(m, re.compile(p), e, f) for group in groups for m, p, e, f in group())
 
 
 ROUTES = _routes()
@@ -423,13 +408,13 @@ def _client_format(request: HttpRequest, default: ModuleType) -> ModuleType:
     if default is not openai_chat and default is not gemini:
         return default
     headers = request.headers
-    if "anthropic-version" in headers and anthropic:
+    if "anthropic-version" in headers:
         return anthropic
     if (
         "x-goog-api-key" in headers
         or "key" in request.query
         or "google-genai" in headers.get("x-goog-api-client", "")
-    ) and gemini:
+    ):
         return gemini
     return default
 
@@ -437,13 +422,11 @@ def _client_format(request: HttpRequest, default: ModuleType) -> ModuleType:
 def _format_for_path(path: str) -> ModuleType:
     """The format whose error envelope an unknown path's client most likely reads."""
     if path.startswith("/v1/messages"):
-        found = anthropic
-    elif path.startswith("/v1beta/") or ":" in path.rsplit("/", 1)[-1]:
-        found = gemini
-    elif path.startswith(("/api/", "/ollama/")):
-        found = ollama
-    elif path.startswith("/v1/responses"):
-        found = openai_responses
-    else:
-        found = openai_chat
-    return found or openai_chat  # DEVELOPMENT ONLY: "or"
+        return anthropic
+    if path.startswith("/v1beta/") or ":" in path.rsplit("/", 1)[-1]:
+        return gemini
+    if path.startswith(("/api/", "/ollama/")):
+        return ollama
+    if path.startswith("/v1/responses"):
+        return openai_responses
+    return openai_chat
