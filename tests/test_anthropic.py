@@ -1281,39 +1281,6 @@ def test_render_request_documents_and_images() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("data", "media_type"),
-    [
-        (b"\x89PNG\r\n\x1a\nrest", "image/png"),
-        (b"\xff\xd8\xff\xdb", "image/jpeg"),
-        (b"GIF87a", "image/gif"),
-        (b"GIF89a..", "image/gif"),
-        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
-        (b"XXXX\x00\x00\x00\x00WEBP", None),
-        (b"%PDF", None),
-        (b"", None),
-    ],
-)
-def test_sniff_media_type(data: bytes, media_type: str | None) -> None:
-    assert anthropic.sniff_media_type(data) == media_type
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        ("", {}),
-        ("  ", {}),
-        ('{ "a" : [1, 2.5] }', {"a": [1, 2.5]}),
-        ("[1]", {"_raw": "[1]"}),
-        ("{not json", {"_raw": "{not json"}),
-        ('{"a": 1e999}', {"_raw": '{"a": 1e999}'}),
-    ],
-)
-def test_arguments_object(text: str, value: dict[str, Any]) -> None:
-    """F.4: tool arguments go out as an object, never a string."""
-    assert anthropic.arguments_object(text) == value
-
-
 # --------------------------------------------------------------------------------------------
 # Upstream answers
 

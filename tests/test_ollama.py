@@ -276,41 +276,6 @@ def test_tool_calls_are_held_until_whole() -> None:
     assert call["function"] == {"index": 1, "name": "g", "arguments": {"_raw": "{oops"}}
 
 
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        ("", {}),
-        ("  ", {}),
-        ('{"a": [1, 2.5]}', {"a": [1, 2.5]}),
-        ("[1]", {"_raw": "[1]"}),
-        ('"x"', {"_raw": '"x"'}),
-        ("{oops", {"_raw": "{oops"}),
-        ('{"a": 1e999}', {"_raw": '{"a": 1e999}'}),
-        ('{"a": NaN}', {"_raw": '{"a": NaN}'}),
-    ],
-)
-def test_arguments_object(text: str, value: dict[str, Any]) -> None:
-    assert fmt.arguments_object(text) == value
-
-
-@pytest.mark.parametrize(
-    ("data", "media_type"),
-    [
-        (PNG, "image/png"),
-        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "image/jpeg"),
-        (b"GIF87a\x01\x00", "image/gif"),
-        (b"GIF89a\x01\x00", "image/gif"),
-        (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "image/webp"),
-        (b"RIFF\x24\x00\x00\x00WAVEfmt ", None),
-        (b"XXXX\x24\x00\x00\x00WEBPVP8 ", None),
-        (b"%PDF-1.7", None),
-        (b"", None),
-    ],
-)
-def test_sniff_media_type(data: bytes, media_type: str | None) -> None:
-    assert fmt.sniff_media_type(data) == media_type
-
-
 # --------------------------------------------------------------------------------------------
 # The real SDK, over a mock transport
 

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 from mux import ir
 from mux.errors import MuxError, RequestError, UpstreamError
+from mux.framing import dumps
 
 __all__ = [
     "Node",
@@ -142,6 +143,13 @@ class Node:
             return base64.b64decode(self.string(), validate=True)
         except binascii.Error:
             self.fail("base64 data", "a string that is not base64")
+
+    def compact(self, expected: str = "a JSON object") -> str:
+        """The value re-encoded as compact JSON text (tool arguments sent as an object)."""
+        try:
+            return dumps(self.value).decode()
+        except (ValueError, TypeError, RecursionError):
+            self.fail(expected, "an object that cannot be encoded")
 
     def data_url(self) -> tuple[str | None, bytes]:
         """A ``data:`` URL's media type (None when empty) and payload."""

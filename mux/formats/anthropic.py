@@ -76,6 +76,7 @@ from mux.formats._json import (
     upstream_error,
     with_extra,
 )
+from mux.formats._parts import arguments_object, compact_arguments, sniff_image_type
 from mux.framing import FramingError, SSEDecoder, SSEMessage, dumps, loads, sse
 
 __all__ = [
@@ -84,8 +85,6 @@ __all__ = [
     "NAME",
     "StreamParser",
     "StreamRenderer",
-    "arguments_object",
-    "compact_arguments",
     "parse_count_tokens",
     "parse_error",
     "parse_request",
@@ -96,7 +95,6 @@ __all__ = [
     "render_models",
     "render_request",
     "render_response",
-    "sniff_media_type",
 ]
 
 NAME = "anthropic"
@@ -109,46 +107,6 @@ DEFAULT_MAX_TOKENS = 8192
 MIN_THINKING_BUDGET = 1024
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers (candidates for mux/formats/_json.py or a sibling: ollama.py has the same
-# three, with the same names and contracts; Gemini needs them too)
-
-
-# The leading bytes of the four image types Anthropic accepts.
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (8, b"WEBP", "image/webp"),  # after "RIFF" and a length
-)
-
-
-def sniff_media_type(data: bytes) -> str | None:
-    """SHARED HELPER (for the lead to move): the image media type ``data`` starts like, or
-    None when it is none of PNG, JPEG, GIF and WebP."""
-    for offset, magic, media_type in _MAGIC:
-        if data[offset : offset + len(magic)] == magic and (offset == 0 or data[:4] == b"RIFF"):
-            return media_type
-    return None
-
-
-def compact_arguments(value: dict[str, Any]) -> str:
-    """SHARED HELPER (for the lead to move): a tool call's arguments object as the IR's
-    compact JSON text."""
-    return dumps(value).decode()
-
-
-def arguments_object(text: str) -> dict[str, Any]:
-    """SHARED HELPER (for the lead to move): the IR's arguments JSON text as the object the
-    wire needs (F.4): ``""`` is ``{}``; text that is not a JSON object (or holds numbers
-    JSON cannot write back, like ``1e999``) is ``{"_raw": text}``."""
-    if not text.strip():
-        return {}
-    try:
-        value = loads(text)
-    except FramingError:
-        return {"_raw": text}
-    return value if isinstance(value, dict) and finite(value) else {"_raw": text}
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,7 +211,7 @@ def _with_cache(block: dict[str, Any], cache: Any) -> dict[str, Any]:
 
 def _render_image(part: ir.Image) -> dict[str, Any] | None:
     if part.data is not None:
-        media_type = part.media_type or sniff_media_type(part.data) or "image/png"
+        media_type = part.media_type or sniff_image_type(part.data) or "image/png"
         source = {"type": "base64", "media_type": media_type, "data": _b64(part.data)}
     elif part.url is not None:
         source = {"type": "url", "url": part.url}

@@ -76,6 +76,7 @@ import attrs
 from mux import ir
 from mux.errors import MuxError, UpstreamError, kind_for_status, status_for_kind
 from mux.formats._json import Node, finite, maybe, present, request_error, upstream_error
+from mux.formats._parts import arguments_object, sniff_media_type
 from mux.framing import FramingError, JSONArrayDecoder, SSEDecoder, SSEMessage, dumps, loads
 
 __all__ = [
@@ -83,7 +84,6 @@ __all__ = [
     "STAND_IN_SIGNATURE",
     "StreamParser",
     "StreamRenderer",
-    "arguments_object",
     "clean_schema",
     "media_type_of",
     "parse_count_tokens",
@@ -103,49 +103,7 @@ __all__ = [
 NAME = "gemini"
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers (candidates for mux/formats/_json.py or a sibling: other formats need them)
-
-# The leading bytes of common media types: images (what vision models take), PDF, audio.
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (8, b"WEBP", "image/webp"),  # after "RIFF" and a length
-    (8, b"WAVE", "audio/wav"),  # likewise
-    (0, b"%PDF-", "application/pdf"),
-    (0, b"ID3", "audio/mp3"),
-)
-
-
-def sniff_media_type(data: bytes) -> str | None:
-    """SHARED HELPER (for the lead to move; ollama.py has the image half): the media type
-    ``data`` starts like, or None."""
-    for offset, magic, media_type in _MAGIC:
-        if data[offset : offset + len(magic)] == magic and (offset == 0 or data[:4] == b"RIFF"):
-            return media_type
-    return None
-
-
-def arguments_object(text: str) -> dict[str, Any]:
-    """SHARED HELPER (for the lead to move; ollama.py has the same): the IR's arguments JSON
-    text as the object Gemini needs (F.4): ``""`` is ``{}``; text that is not a JSON object
-    (or holds numbers JSON cannot write back, like ``1e999``) is ``{"_raw": text}``."""
-    if not text.strip():
-        return {}
-    try:
-        value = loads(text)
-    except FramingError:
-        return {"_raw": text}
-    return value if isinstance(value, dict) and finite(value) else {"_raw": text}
-
-
-def _compact(node: Node) -> str:
-    """An arguments object as the IR's compact JSON text."""
-    try:
-        return dumps(node.value).decode()
-    except (ValueError, TypeError, RecursionError):
-        node.fail("a JSON object", "an object that cannot be encoded")
+# Base64 as Google clients write it
 
 
 def _decode_base64(text: str) -> bytes | None:
@@ -547,7 +505,7 @@ def _parse_part(node: Node, calls: _Calls, out: list[ir.Part]) -> None:
         call.object()
         name = call["name"].string()
         args = call["args"]
-        arguments = "{}" if args.optional(Node.object) is None else _compact(args)
+        arguments = "{}" if args.optional(Node.object) is None else args.compact()
         call_id = calls.call(call["id"].optional(Node.string), name)
         out.append(ir.ToolCall(id=call_id, name=name, arguments=arguments, signature=signature))
         return

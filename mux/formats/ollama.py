@@ -49,14 +49,14 @@ from mux.errors import MuxError, UpstreamError, kind_for_status
 from mux.formats._json import (
     Node,
     extract_extra,
-    finite,
     maybe,
     present,
     request_error,
     upstream_error,
     with_extra,
 )
-from mux.framing import FramingError, NDJSONDecoder, dumps, loads, ndjson
+from mux.formats._parts import arguments_object, compact_arguments, sniff_image_type
+from mux.framing import FramingError, NDJSONDecoder, dumps, ndjson
 
 __all__ = [
     "CONTENT_TYPE",
@@ -65,8 +65,6 @@ __all__ = [
     "GenerateStreamRenderer",
     "StreamParser",
     "StreamRenderer",
-    "arguments_object",
-    "compact_arguments",
     "parse_error",
     "parse_generate_request",
     "parse_request",
@@ -78,7 +76,6 @@ __all__ = [
     "render_response",
     "render_show",
     "render_tags",
-    "sniff_media_type",
 ]
 
 NAME = "ollama"
@@ -101,46 +98,7 @@ _NEVER = "2318-01-01T00:00:00Z"
 
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers (candidates for mux/formats/_json.py or a sibling: another format needs them)
-
-
-# The leading bytes of the image types Ollama models accept (and Anthropic's four).
-_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
-    (0, b"\xff\xd8\xff", "image/jpeg"),
-    (0, b"GIF87a", "image/gif"),
-    (0, b"GIF89a", "image/gif"),
-    (8, b"WEBP", "image/webp"),  # after "RIFF" and a length
-)
-
-
-def sniff_media_type(data: bytes) -> str | None:
-    """SHARED HELPER (for the lead to move): the image media type ``data`` starts like, or
-    None when it is none of PNG, JPEG, GIF and WebP."""
-    for offset, magic, media_type in _MAGIC:
-        if data[offset : offset + len(magic)] == magic and (offset == 0 or data[:4] == b"RIFF"):
-            return media_type
-    return None
-
-
-def compact_arguments(value: dict[str, Any]) -> str:
-    """SHARED HELPER (for the lead to move): a tool call's arguments object as the IR's
-    compact JSON text (the same encoding openai_chat gives objects some servers send)."""
-    return dumps(value).decode()
-
-
-def arguments_object(text: str) -> dict[str, Any]:
-    """SHARED HELPER (for the lead to move): the IR's arguments JSON text as the object
-    Ollama, Anthropic and Gemini need (F.4): ``""`` is ``{}``; text that is not a JSON
-    object (or holds numbers JSON cannot write back, like ``1e999``) is ``{"_raw": text}``,
-    never a string where an object belongs."""
-    if not text.strip():
-        return {}
-    try:
-        value = loads(text)
-    except FramingError:
-        return {"_raw": text}
-    return value if isinstance(value, dict) and finite(value) else {"_raw": text}
+# Times
 
 
 def _rfc3339(unix: int) -> str:
@@ -173,7 +131,7 @@ def _parse_images(node: Node) -> list[ir.Image]:
             media_type, data = item.data_url()
         else:
             data = item.base64()
-            media_type = sniff_media_type(data)
+            media_type = sniff_image_type(data)
         images.append(ir.Image(media_type=media_type, data=data))
     return images
 

@@ -33,15 +33,14 @@ from mux import ir
 from mux.errors import MuxError, RequestError, UpstreamError, kind_for_status, status_for_kind
 from mux.formats._json import (
     Node,
-    describe,
     extract_extra,
-    finite,
     maybe,
     present,
     request_error,
     upstream_error,
     with_extra,
 )
+from mux.formats._parts import data_url, effort_for
 from mux.framing import FramingError, SSEDecoder, SSEMessage, dumps, loads, sse
 
 __all__ = [
@@ -124,10 +123,6 @@ def _parse_file(node: Node, cache: dict[str, Any] | None) -> ir.Document:
     )
 
 
-def _data_url(media_type: str | None, data: bytes) -> str:
-    return f"data:{media_type or ''};base64,{base64.b64encode(data).decode()}"
-
-
 def _render_part(part: ir.Part) -> dict[str, Any]:
     """A user or tool content part; the caller passes only those kinds."""
     if isinstance(part, ir.Text):
@@ -136,10 +131,10 @@ def _render_part(part: ir.Part) -> dict[str, Any]:
         audio = {"data": base64.b64encode(part.data).decode(), "format": part.format}
         return {"type": "input_audio", "input_audio": audio}
     if isinstance(part, ir.Image):
-        url = _data_url(part.media_type, part.data) if part.data is not None else part.url
+        url = data_url(part.media_type, part.data) if part.data is not None else part.url
         return {"type": "image_url", "image_url": present(url=url or "", detail=part.detail)}
     assert isinstance(part, ir.Document)
-    file_data = _data_url(part.media_type, part.data) if part.data is not None else None
+    file_data = data_url(part.media_type, part.data) if part.data is not None else None
     file = present(file_data=file_data, file_id=part.file_id, filename=part.filename)
     return {"type": "file", "file": file}
 
@@ -157,16 +152,8 @@ def _parse_tool_call(node: Node) -> ir.ToolCall:
     node["type"].optional(lambda n: n.choice(("function",)))
     function = node["function"]
     arguments = function["arguments"]
-    text = arguments.string() if not isinstance(arguments.value, dict) else _compact(arguments)
+    text = arguments.string() if not isinstance(arguments.value, dict) else arguments.compact("a JSON string or object")
     return ir.ToolCall(id=node["id"].string(), name=function["name"].string(), arguments=text)
-
-
-def _compact(node: Node) -> str:
-    """An arguments object some compatible servers send as JSON, as the IR's JSON text."""
-    try:
-        return dumps(node.value).decode()
-    except (ValueError, TypeError, RecursionError):
-        node.fail("a JSON string or object", "an object that cannot be encoded")
 
 
 def _parse_assistant(node: Node) -> list[ir.Part]:
@@ -331,19 +318,6 @@ def _parse_effort(node: Node) -> ir.ReasoningConfig:
 
 # Token budgets mapped to efforts when a budget is all a request gives (F.6's heuristic):
 # the first effort whose ceiling the budget does not exceed.
-_EFFORT_CEILINGS = ((0, "none"), (2048, "low"), (8192, "medium"))
-
-
-def _effort(config: ir.ReasoningConfig) -> str | None:
-    if config.effort is not None:
-        return config.effort
-    if config.enabled is False:
-        return "none"
-    if config.budget_tokens is None:
-        return None
-    return next((e for top, e in _EFFORT_CEILINGS if config.budget_tokens <= top), "high")
-
-
 def render_request(request: ir.Request) -> dict[str, Any]:
     """``request`` as the JSON body an OpenAI-compatible upstream receives."""
     body: dict[str, Any] = {
@@ -371,7 +345,7 @@ def render_request(request: ir.Request) -> dict[str, Any]:
         presence_penalty=request.presence_penalty,
         n=request.n,
         response_format=maybe(request.response_format, _render_format),
-        reasoning_effort=maybe(request.reasoning, _effort),
+        reasoning_effort=maybe(request.reasoning, effort_for),
         user=request.user,
     )
     return with_extra(body, request.extra, NAME)

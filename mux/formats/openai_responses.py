@@ -45,7 +45,6 @@ envelope is Chat's (:func:`render_error`, :func:`parse_error`); a failure inside
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -64,8 +63,8 @@ from mux.formats._json import (
     request_error,
     upstream_error,
 )
-from mux.formats.openai_chat import _effort as _reasoning_effort  # shared: F.6's heuristic
 from mux.formats.openai_chat import parse_error, render_error
+from mux.formats._parts import data_url, effort_for
 from mux.framing import FramingError, SSEDecoder, SSEMessage, dumps, loads, sse
 
 __all__ = [
@@ -89,21 +88,7 @@ STATE = "mux:responses"
 IMAGE_FILE = "image/*"
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers (candidates for mux/formats/_json.py: Chat has the same private ones)
-
-
-def data_url(media_type: str | None, data: bytes) -> str:
-    """SHARED HELPER (for the lead to move): inline bytes as a base64 ``data:`` URL."""
-    return f"data:{media_type or ''};base64,{base64.b64encode(data).decode()}"
-
-
-def compact_arguments(node: Node) -> str:
-    """SHARED HELPER (for the lead to move): an arguments object a client sent as JSON
-    rather than text, as the IR's compact JSON text."""
-    try:
-        return dumps(node.value).decode()
-    except (ValueError, TypeError, RecursionError):
-        node.fail("a JSON string or object", "an object that cannot be encoded")
+# Extra fields
 
 
 def merge_extra(body: dict[str, Any], extra: ir.Extra | None) -> dict[str, Any]:
@@ -383,7 +368,7 @@ def _parse_items(node: Node, assistant: bool = False) -> _Transcript:
                 transcript.add(ir.Role(role), parts, groups=False)
         elif kind == "function_call":
             arguments = item["arguments"]
-            text = compact_arguments(arguments) if isinstance(arguments.value, dict) else None
+            text = arguments.compact("a JSON string or object") if isinstance(arguments.value, dict) else None
             call = ir.ToolCall(
                 id=item["call_id"].string(),
                 name=item["name"].string(),
@@ -609,7 +594,7 @@ def _parse_reasoning_config(node: Node) -> ir.ReasoningConfig:
 
 
 def _render_reasoning_config(config: ir.ReasoningConfig) -> dict[str, Any]:
-    return present(effort=_reasoning_effort(config), summary=config.summary)
+    return present(effort=effort_for(config), summary=config.summary)
 
 
 def _parse_metadata(node: Node) -> dict[str, str]:

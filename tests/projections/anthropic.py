@@ -8,7 +8,7 @@ from typing import Any
 from mux import ir
 from mux.errors import status_for_kind
 from mux.formats._json import finite
-from mux.formats.anthropic import sniff_media_type
+from mux.formats._parts import sniff_image_type
 from mux.framing import FramingError, dumps, loads
 
 __all__ = ["arguments", "events", "request", "response", "stream_error"]
@@ -137,7 +137,7 @@ def _image(p: ir.Image) -> ir.Image | None:
     # loss: detail; a url next to inline data
     if p.data is not None:
         # loss: an unknown media type becomes the sniffed one (PNG when nothing matches)
-        media_type = p.media_type or sniff_media_type(p.data) or "image/png"
+        media_type = p.media_type or sniff_image_type(p.data) or "image/png"
         return ir.Image(media_type=media_type, data=p.data, cache_control=p.cache_control)
     if p.url is not None:
         return ir.Image(url=p.url, cache_control=p.cache_control)

@@ -13,7 +13,8 @@ from typing import Any
 
 from mux import ir
 from mux.errors import status_for_kind
-from mux.formats.gemini import arguments_object, clean_schema, media_type_of, signature_out
+from mux.formats._parts import arguments_object
+from mux.formats.gemini import clean_schema, media_type_of, signature_out
 from mux.framing import dumps
 
 __all__ = ["events", "request", "response"]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mux import ir
-from mux.formats.ollama import sniff_media_type
+from mux.formats._parts import sniff_image_type
 from mux.framing import FramingError, dumps, loads
 from tests.strategies import FORMATS
 
@@ -73,7 +73,7 @@ def arguments(text: str) -> str:
 def _image(p: ir.Image) -> ir.Image:
     # loss: the media type, sniffed from the bytes; detail; cache_control
     assert p.data is not None
-    return ir.Image(media_type=sniff_media_type(p.data), data=p.data)
+    return ir.Image(media_type=sniff_image_type(p.data), data=p.data)
 
 
 def _text_and_images(parts: Sequence[ir.Part]) -> list[ir.Part]:
