@@ -50,11 +50,14 @@ __all__ = [
     "parse_error",
     "parse_request",
     "parse_response",
+    "parse_usage",
     "render_error",
     "render_model",
     "render_models",
     "render_request",
     "render_response",
+    "render_usage",
+    "stream_error",
 ]
 
 NAME = "openai_chat"
@@ -436,7 +439,7 @@ def _count(node: Node) -> int:
     return node.optional(lambda n: n.integer(minimum=0)) or 0
 
 
-def _parse_usage(node: Node) -> ir.Usage:
+def parse_usage(node: Node) -> ir.Usage:
     return ir.Usage(
         input_tokens=_count(node["prompt_tokens"]),
         output_tokens=_count(node["completion_tokens"]),
@@ -446,7 +449,7 @@ def _parse_usage(node: Node) -> ir.Usage:
     )
 
 
-def _render_usage(usage: ir.Usage) -> dict[str, Any]:
+def render_usage(usage: ir.Usage) -> dict[str, Any]:
     """F.3; ``cache_write_tokens`` only when there are some, as OpenAI reports it."""
     prompt_details = {"cached_tokens": usage.cache_read_tokens}
     if usage.cache_write_tokens:
@@ -477,7 +480,7 @@ def parse_response(body: object) -> ir.Response:
         model=root["model"].optional(Node.string) or "",
         content=content,
         stop_reason=_stop_reason(finish, tool_calls),
-        usage=root["usage"].optional(_parse_usage) or ir.Usage(),
+        usage=root["usage"].optional(parse_usage) or ir.Usage(),
         created=root["created"].optional(Node.integer),
         extra=extract_extra(root, _RESPONSE_FIELDS, NAME),
     )
@@ -498,7 +501,7 @@ def render_response(response: ir.Response) -> dict[str, Any]:
         "created": int(time.time()) if response.created is None else response.created,
         "model": response.model,
         "choices": [choice],
-        "usage": _render_usage(response.usage),
+        "usage": render_usage(response.usage),
     }
     return with_extra(body, response.extra, NAME)
 
@@ -553,7 +556,7 @@ def parse_error(status: int, body: object) -> MuxError:
     )
 
 
-def _stream_error(value: object) -> ir.StreamError:
+def stream_error(value: object) -> ir.StreamError:
     """A mid-stream ``{"error": ...}`` chunk's error; its kind from ``code`` or ``type``."""
     error = value if isinstance(value, dict) else {"message": value}
     message, code = error.get("message"), error.get("code")
@@ -639,7 +642,7 @@ class StreamRenderer:
                 reason = _finish_reason(event.stop_reason, bool(self._tool_index))
                 out = self._chunk({}, reason)
                 if self._include_usage:
-                    usage = {**self._start(), "choices": [], "usage": _render_usage(self._usage)}
+                    usage = {**self._start(), "choices": [], "usage": render_usage(self._usage)}
                     out += sse(dumps(usage))
                 return out + sse("[DONE]")
             case ir.StreamError():
@@ -715,7 +718,7 @@ class StreamParser:
         error = chunk["error"]
         if not error.absent and error.value:  # the SDK's test: a truthy "error"
             self._done = True
-            return [_stream_error(error.value)]
+            return [stream_error(error.value)]
         events: list[ir.Event] = []
         if not self._started:
             self._started = True
@@ -736,7 +739,7 @@ class StreamParser:
                 events += self._close_part()
                 self._finish = finish
         if not chunk["usage"].absent:
-            self._usage = _parse_usage(chunk["usage"])
+            self._usage = parse_usage(chunk["usage"])
             if self._finish is not None and not choices:  # OpenAI's closing usage chunk
                 events += self._end()
         return events

@@ -41,11 +41,11 @@ from mux.formats._json import (
     with_extra,
 )
 
-# Chat's own helpers: Completions shares its usage object and its mid-stream error chunk.
+# Completions shares Chat's usage object, error envelope and mid-stream error chunk.
 from mux.formats.openai_chat import (
-    _parse_usage,
-    _render_usage,
-    _stream_error,
+    parse_usage,
+    render_usage,
+    stream_error,
     parse_error,
     render_error,
 )
@@ -220,7 +220,7 @@ def parse_response(body: object) -> ir.Response:
         model=root["model"].optional(Node.string) or "",
         content=[ir.Text(text=text)] if text else [],
         stop_reason=_stop_reason(finish),
-        usage=root["usage"].optional(_parse_usage) or ir.Usage(),
+        usage=root["usage"].optional(parse_usage) or ir.Usage(),
         created=root["created"].optional(Node.integer),
         extra=extract_extra(root, _RESPONSE_FIELDS, NAME),
     )
@@ -240,7 +240,7 @@ def render_response(response: ir.Response) -> dict[str, Any]:
         "created": int(time.time()) if response.created is None else response.created,
         "model": response.model,
         "choices": [choice],
-        "usage": _render_usage(response.usage),
+        "usage": render_usage(response.usage),
     }
     return with_extra(body, response.extra, NAME)
 
@@ -294,7 +294,7 @@ class StreamRenderer:
                 self._ended = True
                 out = self._chunk("", _finish_reason(event.stop_reason))
                 if self._include_usage:
-                    usage = {**self._start(), "choices": [], "usage": _render_usage(self._usage)}
+                    usage = {**self._start(), "choices": [], "usage": render_usage(self._usage)}
                     out += sse(dumps(usage))
                 return out + sse("[DONE]")
             case ir.StreamError():
@@ -366,7 +366,7 @@ class StreamParser:
         error = chunk["error"]
         if not error.absent and error.value:  # the SDK's test: a truthy "error"
             self._done = True
-            return [_stream_error(error.value)]
+            return [stream_error(error.value)]
         events: list[ir.Event] = []
         if not self._started:
             self._started = True
@@ -388,7 +388,7 @@ class StreamParser:
                 events += self._close_part()
                 self._finish = finish
         if not chunk["usage"].absent:
-            self._usage = _parse_usage(chunk["usage"])
+            self._usage = parse_usage(chunk["usage"])
             if self._finish is not None and not choices:  # OpenAI's closing usage chunk
                 events += self._end()
         return events
