@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import importlib
 import logging
 import re
 import time
@@ -49,6 +48,7 @@ import trio
 from mux import ir
 from mux.config import Config, ModelAlias, ProviderConfig
 from mux.errors import MuxError, UpstreamError
+from mux.formats import anthropic, gemini, ollama, openai_chat, openai_responses
 from mux.framing import FramingError, dumps, loads
 from mux.providers import Account, AccountProvider
 from mux.providers import fake as fake_provider
@@ -66,14 +66,14 @@ __all__ = [
 
 log = logging.getLogger("mux.providers")
 
-#: The format module (in ``mux.formats``) each provider type speaks.
-FORMATS: dict[str, str] = {
-    "openai": "openai_chat",
-    "openai-responses": "openai_responses",
-    "anthropic": "anthropic",
-    "gemini": "gemini",
-    "vertex": "gemini",
-    "ollama": "ollama",
+#: The format module each provider type speaks.
+FORMATS: dict[str, ModuleType] = {
+    "openai": openai_chat,
+    "openai-responses": openai_responses,
+    "anthropic": anthropic,
+    "gemini": gemini,
+    "vertex": gemini,
+    "ollama": ollama,
 }
 
 #: The Messages API version mux speaks; a client's own ``anthropic-version`` wins on a
@@ -151,17 +151,14 @@ class ApiProvider:
             else:
                 self._models.setdefault(entry, entry)
         self._discovered: tuple[str, ...] = ()
-        self._format: ModuleType | None = None
 
     def __repr__(self) -> str:
         return f"ApiProvider(name={self.name!r}, type={self.type!r})"
 
     @property
     def format(self) -> ModuleType:
-        """The format module the upstream speaks (imported on first use)."""
-        if self._format is None:
-            self._format = importlib.import_module(f"mux.formats.{FORMATS[self.type]}")
-        return self._format
+        """The format module the upstream speaks."""
+        return FORMATS[self.type]
 
     # ----------------------------------------------------------------------------------------
     # Accounts and models
@@ -346,6 +343,10 @@ class ApiProvider:
             body["model"] = request.model
         else:
             rendered = attrs.evolve(request, stream=stream, stream_usage=stream)
+            if format_ is gemini:
+                # A history from another provider carries no Gemini signatures, and Gemini 3
+                # rejects tool calls without one (protocols.md G.2): Google's stand-in it is.
+                rendered = gemini.with_stand_in_signatures(rendered)
             body = format_.render_request(rendered)
             headers = {}
         match self.type:
