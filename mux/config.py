@@ -34,6 +34,8 @@ __all__ = [
     "PROVIDER_BASE_URLS",
     "ProviderConfig",
     "RoutingConfig",
+    "SUBSCRIPTION_TYPES",
+    "default_auth_dir",
     "default_config_path",
     "dump_config",
     "find_config_path",
@@ -113,7 +115,17 @@ PROVIDER_BASE_URLS: dict[str, str | None] = {
     "vertex": "https://aiplatform.googleapis.com",
     "ollama": "http://127.0.0.1:11434",
     "fake": None,
+    # Subscription accounts (``mux login``): their API roots (mux/providers/catalog.py holds
+    # the rest of what each needs).
+    "claude": "https://api.anthropic.com",
+    "codex": "https://chatgpt.com/backend-api/codex",
+    "copilot": "https://api.githubcopilot.com",
+    "gemini-cli": "https://cloudcode-pa.googleapis.com",
+    "antigravity": "https://daily-cloudcode-pa.googleapis.com",
 }
+
+#: The provider types whose accounts are OAuth logins kept in the auth dir, not API keys.
+SUBSCRIPTION_TYPES = ("claude", "codex", "copilot", "gemini-cli", "antigravity")
 
 STRATEGIES = ("round-robin", "fill-first", "least-busy")
 
@@ -160,6 +172,13 @@ class ProviderConfig:
     #: Vertex AI: the Google Cloud project and location of the URL.
     project: str | None = None
     location: str | None = None
+    #: Subscription types: where OAuth happens, for tests and unusual networks; None means
+    #: the provider's real endpoints. ``urls`` overrides any other URL a provider needs, by
+    #: the names the README lists.
+    oauth_authorize_url: str | None = None
+    oauth_token_url: str | None = None
+    oauth_device_url: str | None = None
+    urls: dict[str, str] = attrs.field(factory=dict)
     connect_timeout: float = attrs.field(default=10.0, validator=_check_seconds)
     #: From sending the request to the first byte of the answer.
     first_byte_timeout: float = attrs.field(default=120.0, validator=_check_seconds)
@@ -197,6 +216,11 @@ class Config:
     fake: FakeConfig = attrs.field(factory=FakeConfig)
     providers: list[ProviderConfig] = attrs.field(factory=list)
     routing: RoutingConfig = attrs.field(factory=RoutingConfig)
+    #: Where subscription accounts live, one JSON file each; None: ~/.config/mux/auth/
+    #: (under ``$XDG_CONFIG_HOME`` when set).
+    auth_dir: str | None = None
+    #: Seconds before expiry at which an OAuth token is refreshed.
+    refresh_lead: float = attrs.field(default=300.0, validator=_check_seconds)
 
 
 class ConfigError(Exception):
@@ -354,6 +378,11 @@ def default_config_path(environ: Mapping[str, str] = os.environ) -> Path:
     """``$XDG_CONFIG_HOME/mux/config.toml``, or ``~/.config/mux/config.toml``."""
     base = environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "mux" / "config.toml"
+
+
+def default_auth_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_CONFIG_HOME/mux/auth``, or ``~/.config/mux/auth``."""
+    return default_config_path(environ).parent / "auth"
 
 
 def find_config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
