@@ -46,7 +46,7 @@ import attrs
 import trio
 
 from mux import ir
-from mux.config import Config, ModelAlias, ProviderConfig
+from mux.config import SUBSCRIPTION_TYPES, Config, ModelAlias, ProviderConfig
 from mux.errors import MuxError, UpstreamError
 from mux.formats import anthropic, gemini, ollama, openai_chat, openai_responses
 from mux.framing import FramingError, dumps, loads
@@ -125,14 +125,19 @@ class ApiProvider:
       upstreams: the shared HTTP clients (open for as long as the provider is used).
     """
 
-    def __init__(self, config: ProviderConfig, upstreams: Upstreams) -> None:
-        if config.type not in FORMATS:
+    def __init__(
+        self, config: ProviderConfig, upstreams: Upstreams, *, api: str | None = None
+    ) -> None:
+        api = api or config.type
+        if api not in FORMATS:
             raise ValueError(f"{config.name}: ApiProvider cannot serve type {config.type!r}")
         self.config = config
         self.name = config.name
         self.priority = config.priority
         self.weight = config.weight
-        self.type = config.type
+        #: The API the upstream speaks (a key of FORMATS); subclasses for other services
+        #: that speak one of them (subscriptions) pass it as ``api``.
+        self.type = api
         self._upstreams = upstreams
         self._timeouts = Timeouts.of(config)
         self._base = (config.url or "").rstrip("/")
@@ -313,6 +318,21 @@ class ApiProvider:
 
     def _generate(self, request: ir.Request, account: Account, *, stream: bool) -> _Call:
         body, headers = self._body(request, stream=stream)
+        body, headers = self._shape(body, headers, request, account)
+        url = self._generate_url(request, stream=stream)
+        accept = "text/event-stream" if stream and self.type != "ollama" else "application/json"
+        return _Call(url, body, self._headers(account, headers, accept=accept))
+
+    def _shape(
+        self, body: dict[str, Any], headers: dict[str, str], request: ir.Request,
+        account: Account,
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """A generation call's body and client headers as the service wants them: the API's
+        own as they are; subclasses (subscriptions) add what their service requires."""
+        return body, headers
+
+    def _generate_url(self, request: ir.Request, *, stream: bool) -> str:
+        """Where a generation call goes."""
         model = request.model
         match self.type:
             case "openai":
@@ -326,8 +346,7 @@ class ApiProvider:
             case _:  # gemini, vertex
                 action = "streamGenerateContent?alt=sse" if stream else "generateContent"
                 url = self._google_url(model, action)
-        accept = "text/event-stream" if stream and self.type != "ollama" else "application/json"
-        return _Call(url, body, self._headers(account, headers, accept=accept))
+        return url
 
     def _body(self, request: ir.Request, *, stream: bool) -> tuple[dict[str, Any], dict[str, str]]:
         """The JSON body for ``request`` and the client headers a same-format hop carries."""
@@ -374,8 +393,9 @@ class ApiProvider:
     def _count(self, request: ir.Request, account: Account) -> _Call:
         body, headers = self._body(request, stream=False)
         if self.type == "anthropic":
+            body, headers = self._shape(body, headers, request, account)
             body = {k: v for k, v in body.items() if k in _ANTHROPIC_COUNT_FIELDS}
-            url = self._base + "/v1/messages/count_tokens"
+            url = self._count_url(request)
         else:
             url = self._google_url(request.model, "countTokens")
             inner = body.get("generateContentRequest")
@@ -389,6 +409,10 @@ class ApiProvider:
                 model = _google_model(request.model)
                 body = {"generateContentRequest": {"model": f"models/{model}", **body}}
         return _Call(url, body, self._headers(account, headers, accept="application/json"))
+
+    def _count_url(self, request: ir.Request) -> str:
+        """Where an Anthropic token count goes."""
+        return self._base + "/v1/messages/count_tokens"
 
     def _google_url(self, model: str, action: str) -> str:
         model = urllib.parse.quote(_google_model(model), safe="/")
@@ -413,16 +437,20 @@ class ApiProvider:
         headers["content-type"] = "application/json"
         if self.type == "anthropic":
             headers.setdefault("anthropic-version", ANTHROPIC_VERSION)
+        return headers | self._auth_headers(account)
+
+    def _auth_headers(self, account: Account) -> dict[str, str]:
+        """The headers that carry ``account``'s credential (none for a keyless account)."""
         key = account.secret
-        if key:
-            match self.type:
-                case "anthropic":
-                    headers["x-api-key"] = key
-                case "gemini" | "vertex":
-                    headers["x-goog-api-key"] = key
-                case _:  # OpenAI and compatibles; Ollama behind an authenticating proxy
-                    headers["authorization"] = f"Bearer {key}"
-        return headers
+        if not key:
+            return {}
+        match self.type:
+            case "anthropic":
+                return {"x-api-key": key}
+            case "gemini" | "vertex":
+                return {"x-goog-api-key": key}
+            case _:  # OpenAI and compatibles; Ollama behind an authenticating proxy
+                return {"authorization": f"Bearer {key}"}
 
     async def _post(self, call: _Call) -> Reply:
         """POST ``call``; a non-2xx answer raises.
@@ -697,6 +725,9 @@ def retry_after(
 def providers_from_config(config: Config, upstreams: Upstreams) -> list[AccountProvider]:
     """One provider per ``[[providers]]`` entry, in order, and the implicit fake provider.
 
+    Entries of subscription types (``claude``, ``codex``, ...) are left out: their accounts
+    are the auth dir's, served by :func:`mux.providers.subscriptions.subscription_providers`.
+
     A ``type = "fake"`` entry is a FakeProvider answering from ``[fake]`` under the entry's
     name, priority, weight and models (the fake's defaults when it lists none). When no entry
     has type fake, a FakeProvider named ``fake`` is added in a tier below every other (and no
@@ -705,6 +736,8 @@ def providers_from_config(config: Config, upstreams: Upstreams) -> list[AccountP
     """
     providers: list[AccountProvider] = []
     for entry in config.providers:
+        if entry.type in SUBSCRIPTION_TYPES:
+            continue  # served by mux.providers.subscriptions.subscription_providers
         if entry.type == "fake":
             providers.append(_fake(config, entry.name, entry.priority, entry.weight,
                                    entry.models or None))

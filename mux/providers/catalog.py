@@ -1,0 +1,155 @@
+"""What subscription providers send: client ids, scopes, URLs, versions, headers, prompts.
+
+Plain data, no logic: providers change these details often (a new client version, a new
+beta, a moved endpoint), and this module is the one place to update them. The logic lives in
+``mux/providers/claude.py`` and ``mux/providers/codex.py``. Each ``URLS`` table uses the
+names the config uses: a ``[[providers]]`` entry overrides ``base-url``,
+``oauth-authorize-url``, ``oauth-token-url`` and ``oauth-device-url`` with those keys, and
+any other name here with ``urls = { name = "..." }`` (the README lists them).
+
+mux identifies itself as the official client of each subscription because the OAuth APIs
+serve only those clients' tokens; it does not forge anything beyond what those clients send
+about themselves (no fingerprint spoofing, no billing headers of its own).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+__all__ = ["CLAUDE", "CODEX", "LOGIN_TIMEOUT"]
+
+
+class _Kind:
+    """A namespace for one provider's data (attributes only)."""
+
+
+class CLAUDE(_Kind):
+    """Claude Pro/Max through Claude Code's OAuth client (providers.md "Claude OAuth")."""
+
+    CLIENT_ID: Final = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
+    SCOPES: Final = ("org:create_api_key", "user:profile", "user:inference")
+    #: Registered with the OAuth client: the port and path cannot change.
+    REDIRECT_URI: Final = "http://localhost:54545/callback"
+    URLS: Final = MappingProxyType({
+        "base-url": "https://api.anthropic.com",
+        "oauth-authorize-url": "https://claude.ai/oauth/authorize",
+        "oauth-token-url": "https://console.anthropic.com/v1/oauth/token",
+        "redirect-uri": REDIRECT_URI,
+    })
+    #: Extra authorize parameters: ``code=true`` makes the page show the code to paste too.
+    AUTHORIZE_PARAMS: Final = MappingProxyType({"code": "true"})
+    ANTHROPIC_VERSION: Final = "2023-06-01"
+    #: Always sent: OAuth tokens are refused without it.
+    OAUTH_BETA: Final = "oauth-2025-04-20"
+    #: The betas when the client sends none (Claude Code's own set).
+    DEFAULT_BETAS: Final = (
+        "claude-code-20250219",
+        OAUTH_BETA,
+        "interleaved-thinking-2025-05-14",
+        "fine-grained-tool-streaming-2025-05-14",
+    )
+    CLI_VERSION: Final = "2.1.197"
+    #: Headers Claude Code sends about itself; a client's own values win.
+    HEADERS: Final = MappingProxyType({
+        "user-agent": f"claude-cli/{CLI_VERSION} (external, cli)",
+        "x-app": "cli",
+        "anthropic-dangerous-direct-browser-access": "true",
+    })
+    #: The system block the OAuth API requires first.
+    IDENTITY: Final = "You are Claude Code, Anthropic's official CLI for Claude."
+    #: System texts that already identify a Claude Code / Agent SDK client (any of the first
+    #: few system blocks starting with one of these): such a system prompt is left untouched.
+    KNOWN_IDENTITIES: Final = (
+        IDENTITY,
+        "You are Claude Code, Anthropic's official CLI for Claude, running within the Claude "
+        "Agent SDK.",
+        "You are a Claude agent, built on Anthropic's Claude Agent SDK.",
+    )
+    #: Where Claude Code keeps its tokens (Linux, Windows; macOS uses the Keychain), and its
+    #: profile (``oauthAccount.emailAddress``).
+    IMPORT_PATH: Final = "~/.claude/.credentials.json"
+    PROFILE_PATH: Final = "~/.claude.json"
+    #: Served when a ``[[providers]]`` entry lists no models (or there is no entry).
+    MODELS: Final = (
+        "claude-opus-4-5",
+        "claude-opus-4-5-20251101",
+        "claude-opus-4-1",
+        "claude-opus-4-1-20250805",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-0",
+        "claude-sonnet-4-20250514",
+        "claude-haiku-4-5",
+        "claude-haiku-4-5-20251001",
+    )
+
+
+class CODEX(_Kind):
+    """ChatGPT Plus/Pro (Codex) through the Codex CLI's OAuth client (providers.md "Codex")."""
+
+    CLIENT_ID: Final = "app_EMoamEEZ73f0CkXaXp7hrann"
+    SCOPES: Final = ("openid", "profile", "email", "offline_access")
+    REFRESH_SCOPES: Final = ("openid", "profile", "email")
+    REDIRECT_URI: Final = "http://localhost:1455/auth/callback"
+    URLS: Final = MappingProxyType({
+        "base-url": "https://chatgpt.com/backend-api/codex",
+        "oauth-authorize-url": "https://auth.openai.com/oauth/authorize",
+        "oauth-token-url": "https://auth.openai.com/oauth/token",
+        "redirect-uri": REDIRECT_URI,
+        # The device flow (``mux login codex --device``): not RFC 8628 but the Codex CLI's own.
+        "oauth-device-url": "https://auth.openai.com/api/accounts/deviceauth/usercode",
+        "device-token-url": "https://auth.openai.com/api/accounts/deviceauth/token",
+        "device-verification-url": "https://auth.openai.com/codex/device",
+        "device-redirect-uri": "https://auth.openai.com/deviceauth/callback",
+    })
+    AUTHORIZE_PARAMS: Final = MappingProxyType({
+        "id_token_add_organizations": "true",
+        "codex_cli_simplified_flow": "true",
+        "prompt": "login",
+    })
+    #: The id_token's claim holding the ChatGPT account.
+    AUTH_CLAIM: Final = "https://api.openai.com/auth"
+    VERSION: Final = "0.21.0"
+    HEADERS: Final = MappingProxyType({
+        "originator": "codex_cli_rs",
+        "version": VERSION,
+        "openai-beta": "responses=experimental",
+        "user-agent": f"codex_cli_rs/{VERSION}",
+    })
+    #: ``instructions`` is required; this is sent when the client has none.
+    DEFAULT_INSTRUCTIONS: Final = (
+        "You are a helpful assistant. Follow the user's instructions; answer concisely and "
+        "accurately."
+    )
+    INCLUDE: Final = ("reasoning.encrypted_content",)
+    #: Body fields the ChatGPT backend refuses ("Unsupported parameter"): removed.
+    UNSUPPORTED: Final = (
+        "previous_response_id",
+        "max_output_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "truncation",
+        "user",
+        "safety_identifier",
+        "prompt_cache_retention",
+        "service_tier",
+        "stream_options",
+    )
+    #: How long the device code stays valid (the Codex CLI gives up after 15 minutes).
+    DEVICE_TIMEOUT: Final = 15 * 60.0
+    IMPORT_PATH: Final = "~/.codex/auth.json"
+    MODELS: Final = (
+        "gpt-5",
+        "gpt-5-codex",
+        "gpt-5-codex-mini",
+        "gpt-5.1",
+        "gpt-5.1-codex",
+        "gpt-5.1-codex-mini",
+        "gpt-5.1-codex-max",
+    )
+
+
+#: How long a login waits for the browser's redirect (or a pasted code).
+LOGIN_TIMEOUT: Final = 300.0

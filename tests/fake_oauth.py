@@ -1,0 +1,477 @@
+"""Loopback fakes of the subscription services: each one's OAuth endpoints and API on one port.
+
+A :class:`FakeService` of kind ``claude`` or ``codex`` checks what the real service checks:
+
+* **authorize** (``GET``, what the browser opens): the client id, the registered redirect
+  URI, ``response_type=code``, an S256 ``code_challenge``, the scopes and the kind's extra
+  parameters; it redirects (302) to the redirect URI with a one-time code and the state, as
+  the real page does once the person approves (``deny`` makes it redirect ``error=``).
+* **token**: Claude's takes JSON only, Codex's a form only; the grant type, the client id,
+  the redirect URI the code was issued for, and the PKCE verifier against the challenge of
+  the authorize URL (RFC 7636 S256). Refresh tokens rotate: each refresh issues a new one
+  and kills the old one and the old access token; a dead refresh token answers
+  ``invalid_grant``. Codex's access and id tokens are JWTs carrying the account's claims.
+* **device flow** (Codex): user code, then ``pending`` 403s until :meth:`approve_device` (or
+  a number of polls), then the authorization code and its verifier.
+* **API**: the Messages API (Claude) or the ChatGPT Codex Responses API, answered by
+  :class:`tests.upstreams.FakeUpstream`'s hand-written wire bytes (script with ``push``),
+  after checking the bearer token is the account's current one (401 otherwise) and the
+  headers and body rules of the service.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from mux.framing import dumps, loads
+from mux.providers.catalog import CLAUDE, CODEX
+from mux.server import HttpRequest, HttpResponse, Limits, Server
+from tests.upstreams import FakeUpstream, Received, _Refuse
+
+__all__ = ["FakeService", "Gateway", "ServiceAccount", "jwt", "save_account", "start_gateway",
+           "start_service"]
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    """An unsigned JWT with ``claims`` (enough for clients that read, not verify, claims)."""
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sig"
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@attrs.define
+class ServiceAccount:
+    email: str
+    account_id: str
+    plan: str = "pro"
+    #: The current tokens (None: none issued yet).
+    access: str | None = None
+    refresh: str | None = None
+
+
+@attrs.define
+class _Grant:
+    account: ServiceAccount
+    challenge: str
+    redirect_uri: str
+    state: str | None
+
+
+class _Api(FakeUpstream):
+    """The service's API: FakeUpstream's answers behind the service's own checks."""
+
+    def __init__(self, service: FakeService) -> None:
+        super().__init__("anthropic" if service.kind == "claude" else "openai-responses",
+                         keys=())
+        self.service = service
+
+    def _route(self, request: HttpRequest) -> Any:
+        if self.service.kind == "codex":
+            if (request.method, request.path) == ("POST", "/backend-api/codex/responses"):
+                return self._generate
+            raise _Refuse(404, f"Unknown request URL: {request.method} {request.path}.")
+        if request.query.get("beta") != "true":
+            raise _Refuse(404, "OAuth requests go to /v1/messages?beta=true")
+        return super()._route(request)
+
+    def _check_auth(self, request: HttpRequest) -> None:
+        service = self.service
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ")
+        account = service.by_access.get(token) if auth.startswith("Bearer ") else None
+        if account is None or account.access != token:
+            if service.kind == "claude":
+                raise _Refuse(401, "OAuth token has expired. Please obtain a new token or "
+                                   "refresh your existing token.")
+            raise _Refuse(401, "Your authentication token has expired. Please try signing "
+                               "in again.", code="token_expired")
+        if service.kind == "claude":
+            betas = request.headers.get("anthropic-beta", "").split(",")
+            if CLAUDE.OAUTH_BETA not in betas:
+                raise _Refuse(401, "OAuth authentication is currently not supported.")
+            if "anthropic-version" not in request.headers:
+                raise _Refuse(400, "anthropic-version: header is required")
+        elif request.headers.get("chatgpt-account-id") != account.account_id:
+            raise _Refuse(403, "chatgpt-account-id does not match the token")
+
+    def _validate(self, request: HttpRequest, body: Any) -> bool:
+        stream = super()._validate(request, body)
+        if self.service.kind == "claude":
+            system = body.get("system")
+            first = system[0] if isinstance(system, list) and system else {}
+            texts = [b.get("text", "") for b in system[:3] if isinstance(b, dict)] \
+                if isinstance(system, list) else []
+            if not any(t.startswith(CLAUDE.KNOWN_IDENTITIES) for t in texts) or not first:
+                raise _Refuse(400, "This credential is only authorized for use with Claude "
+                                   "Code and cannot be used for other API requests.")
+            user_id = (body.get("metadata") or {}).get("user_id")
+            if not isinstance(user_id, str) or not isinstance(json.loads(user_id), dict):
+                raise _Refuse(400, "metadata.user_id: expected Claude Code's JSON string")
+            return stream
+        if body.get("stream") is not True:
+            raise _Refuse(400, "Stream must be set to true")
+        if body.get("store") is not False:
+            raise _Refuse(400, "Store must be set to false")
+        if not isinstance(body.get("instructions"), str) or not body["instructions"]:
+            raise _Refuse(400, "Instructions are required")
+        if "reasoning.encrypted_content" not in (body.get("include") or ()):
+            raise _Refuse(400, "include must have reasoning.encrypted_content")
+        for key in ("previous_response_id", "max_output_tokens", "temperature", "top_p"):
+            if key in body:
+                raise _Refuse(400, f"Unsupported parameter: {key}")
+        if not isinstance(body.get("input"), list):
+            raise _Refuse(400, "Input must be a list")
+        if not isinstance(body.get("prompt_cache_key"), str):
+            raise _Refuse(400, "prompt_cache_key: expected a string")
+        return True
+
+
+class FakeService:
+    """The OAuth endpoints and the API of one subscription kind; see the module docstring."""
+
+    def __init__(self, kind: str, *, expires_in: float = 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        assert kind in ("claude", "codex"), kind
+        self.kind = kind
+        self.port = 0
+        self.expires_in = expires_in
+        self.clock = clock
+        self.api = _Api(self)
+        #: Requests to the OAuth endpoints (the API's are in ``api.requests``).
+        self.oauth_requests: list[Received] = []
+        self.accounts: dict[str, ServiceAccount] = {}
+        self.by_access: dict[str, ServiceAccount] = {}
+        self.by_refresh: dict[str, ServiceAccount] = {}
+        self._codes: dict[str, _Grant] = {}
+        #: Who the next authorize approves as (the first account when None).
+        self.login_as: str | None = None
+        self.deny = False
+        #: The registered redirect URI (tests use a free loopback port).
+        self.redirect_uri = CLAUDE.REDIRECT_URI if kind == "claude" else CODEX.REDIRECT_URI
+        self.refreshes = 0
+        #: Seconds each refresh takes (to make concurrent requests overlap one).
+        self.refresh_delay = 0.0
+        self.pending_polls = 2
+        self.device_polls = 0
+        self._devices: dict[str, tuple[str, ServiceAccount]] = {}
+
+    # ----------------------------------------------------------------------------------------
+    # Test API
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """The service's URLs under the names mux's config uses."""
+        if self.kind == "claude":
+            return {"base-url": self.root, "oauth-authorize-url": self.root + "/oauth/authorize",
+                    "oauth-token-url": self.root + "/v1/oauth/token",
+                    "redirect-uri": self.redirect_uri}
+        return {
+            "base-url": self.root + "/backend-api/codex",
+            "oauth-authorize-url": self.root + "/oauth/authorize",
+            "oauth-token-url": self.root + "/oauth/token",
+            "redirect-uri": self.redirect_uri,
+            "oauth-device-url": self.root + "/api/accounts/deviceauth/usercode",
+            "device-token-url": self.root + "/api/accounts/deviceauth/token",
+            "device-verification-url": self.root + "/codex/device",
+            "device-redirect-uri": self.root + "/deviceauth/callback",
+        }
+
+    def entry(self, name: str | None = None, *extra: str) -> str:
+        """A ``[[providers]]`` entry (TOML) pointing every URL here."""
+        urls = self.urls
+        others = ", ".join(f'"{k}" = "{v}"' for k, v in urls.items()
+                           if k not in ("base-url", "oauth-authorize-url", "oauth-token-url",
+                                        "oauth-device-url"))
+        lines = [
+            "[[providers]]", f'name = "{name or self.kind}"', f'type = "{self.kind}"',
+            f'base-url = "{urls["base-url"]}"',
+            f'oauth-authorize-url = "{urls["oauth-authorize-url"]}"',
+            f'oauth-token-url = "{urls["oauth-token-url"]}"',
+            f"urls = {{ {others} }}",
+            "connect-timeout = 2.0", "first-byte-timeout = 5.0", "stream-timeout = 5.0", *extra,
+        ]
+        if "oauth-device-url" in urls:
+            lines.insert(6, f'oauth-device-url = "{urls["oauth-device-url"]}"')
+        return "\n".join(lines) + "\n"
+
+    def add_account(self, email: str, account_id: str | None = None) -> ServiceAccount:
+        account = ServiceAccount(email=email, account_id=account_id or f"acct-{len(self.accounts)}")
+        self.accounts[email] = account
+        return account
+
+    def issue(self, email: str) -> dict[str, Any]:
+        """New tokens for ``email`` (as a login would); the old ones die."""
+        account = self.accounts.get(email) or self.add_account(email)
+        return self._issue(account, login=True)
+
+    def expire_access(self, email: str) -> None:
+        """The account's access token stops working (the refresh token still does)."""
+        account = self.accounts[email]
+        self.by_access.pop(account.access or "", None)
+        account.access = None
+
+    def revoke(self, email: str) -> None:
+        """Every token of the account dies: a refresh answers invalid_grant."""
+        self.expire_access(email)
+        account = self.accounts[email]
+        self.by_refresh.pop(account.refresh or "", None)
+        account.refresh = None
+
+    def approve_device(self) -> None:
+        self.pending_polls = 0
+
+    # ----------------------------------------------------------------------------------------
+    # Serving
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        oauth = {
+            ("GET", "/oauth/authorize"): self._authorize,
+            ("POST", "/v1/oauth/token" if self.kind == "claude" else "/oauth/token"): self._token,
+        }
+        if self.kind == "codex":
+            oauth[("POST", "/api/accounts/deviceauth/usercode")] = self._usercode
+            oauth[("POST", "/api/accounts/deviceauth/token")] = self._device_token
+        handler = oauth.get((request.method, request.path))
+        if handler is None:
+            return await self.api.handle(request)
+        self.oauth_requests.append(Received(
+            method=request.method, path=request.path, query=dict(request.query),
+            headers=dict(request.headers), body=request.body, client=request.client))
+        return await handler(request)
+
+    async def _authorize(self, request: HttpRequest) -> HttpResponse:
+        q = request.query
+        client_id = CLAUDE.CLIENT_ID if self.kind == "claude" else CODEX.CLIENT_ID
+        scopes = CLAUDE.SCOPES if self.kind == "claude" else CODEX.SCOPES
+        extra = CLAUDE.AUTHORIZE_PARAMS if self.kind == "claude" else CODEX.AUTHORIZE_PARAMS
+        problems = [
+            q.get("client_id") != client_id and "client_id",
+            q.get("redirect_uri") != self.redirect_uri and "redirect_uri",
+            q.get("response_type") != "code" and "response_type",
+            q.get("code_challenge_method") != "S256" and "code_challenge_method",
+            len(q.get("code_challenge", "")) != 43 and "code_challenge",
+            not q.get("state") and "state",
+            set(q.get("scope", "").split()) != set(scopes) and "scope",
+            *(q.get(k) != v and k for k, v in extra.items()),
+        ]
+        bad = [p for p in problems if p]
+        if bad:
+            return _json(400, {"error": "invalid_request", "error_description": f"bad {bad[0]}"})
+        target = q["redirect_uri"]
+        if self.deny:
+            location = _with_query(target, error="access_denied", state=q["state"])
+        else:
+            email = self.login_as or next(iter(self.accounts))
+            code = secrets.token_urlsafe(24)
+            self._codes[code] = _Grant(self.accounts[email], q["code_challenge"], target,
+                                       q["state"])
+            location = _with_query(target, code=code, state=q["state"])
+        return HttpResponse(status=302, headers=[("location", location)])
+
+    def _body(self, request: HttpRequest) -> dict[str, Any]:
+        """The token request's fields: JSON for Claude, a form for Codex (as the real ones)."""
+        content_type = request.headers.get("content-type", "")
+        if self.kind == "claude":
+            if not content_type.startswith("application/json"):
+                raise _Refuse(415, "expected a JSON body")
+            body = loads(request.body)
+            if not isinstance(body, dict):
+                raise _Refuse(400, "expected a JSON object")
+            return body
+        if not content_type.startswith("application/x-www-form-urlencoded"):
+            raise _Refuse(415, "expected a form body")
+        return dict(urllib.parse.parse_qsl(request.body.decode()))
+
+    async def _token(self, request: HttpRequest) -> HttpResponse:
+        try:
+            body = self._body(request)
+        except _Refuse as refusal:
+            return _json(refusal.status, {"error": "invalid_request",
+                                          "error_description": refusal.message})
+        client_id = CLAUDE.CLIENT_ID if self.kind == "claude" else CODEX.CLIENT_ID
+        if body.get("client_id") != client_id:
+            return _json(401, {"error": "invalid_client"})
+        grant = body.get("grant_type")
+        if grant == "authorization_code":
+            found = self._codes.pop(str(body.get("code")), None)
+            if found is None:
+                return _json(400, {"error": "invalid_grant", "error_description": "bad code"})
+            if body.get("redirect_uri") != found.redirect_uri:
+                return _json(400, {"error": "invalid_grant",
+                                   "error_description": "redirect_uri mismatch"})
+            if s256(str(body.get("code_verifier"))) != found.challenge:
+                return _json(400, {"error": "invalid_grant",
+                                   "error_description": "code_verifier mismatch"})
+            if self.kind == "claude" and body.get("state") != found.state:
+                return _json(400, {"error": "invalid_request", "error_description": "state"})
+            return _json(200, self._issue(found.account, login=True))
+        if grant == "refresh_token":
+            if self.kind == "codex" and set(body.get("scope", "").split()) != set(
+                    CODEX.REFRESH_SCOPES):
+                return _json(400, {"error": "invalid_scope"})
+            account = self.by_refresh.get(str(body.get("refresh_token")))
+            if account is None:
+                return _json(400, {"error": "invalid_grant",
+                                   "error_description": "Refresh token not found or invalid"})
+            self.refreshes += 1
+            if self.refresh_delay:
+                await trio.sleep(self.refresh_delay)
+            return _json(200, self._issue(account, login=False))
+        return _json(400, {"error": "unsupported_grant_type"})
+
+    def _issue(self, account: ServiceAccount, *, login: bool) -> dict[str, Any]:
+        self.by_access.pop(account.access or "", None)
+        self.by_refresh.pop(account.refresh or "", None)
+        now = self.clock()
+        if self.kind == "claude":
+            account.access = "sk-ant-oat01-" + secrets.token_urlsafe(24)
+        else:
+            account.access = jwt({"exp": int(now + self.expires_in), "jti": secrets.token_hex(8),
+                                  CODEX.AUTH_CLAIM: {"chatgpt_account_id": account.account_id}})
+        account.refresh = ("sk-ant-ort01-" if self.kind == "claude" else "rt_") + \
+            secrets.token_urlsafe(24)
+        self.by_access[account.access] = account
+        self.by_refresh[account.refresh] = account
+        answer: dict[str, Any] = {"access_token": account.access,
+                                  "refresh_token": account.refresh,
+                                  "expires_in": int(self.expires_in), "token_type": "Bearer"}
+        if self.kind == "claude":
+            answer["scope"] = " ".join(CLAUDE.SCOPES)
+            if login:
+                answer["account"] = {"uuid": account.account_id, "email_address": account.email}
+                answer["organization"] = {"uuid": "org-1", "name": "Personal"}
+        else:
+            answer["id_token"] = jwt({"email": account.email, CODEX.AUTH_CLAIM: {
+                "chatgpt_account_id": account.account_id, "chatgpt_plan_type": account.plan}})
+        return answer
+
+    async def _usercode(self, request: HttpRequest) -> HttpResponse:
+        body = loads(request.body) if request.body else None
+        if not isinstance(body, dict) or body.get("client_id") != CODEX.CLIENT_ID:
+            return _json(400, {"error": "invalid_client"})
+        device_id, user_code = "dev_" + secrets.token_hex(6), secrets.token_hex(4).upper()
+        email = self.login_as or next(iter(self.accounts))
+        self._devices[device_id] = (user_code, self.accounts[email])
+        return _json(200, {"device_auth_id": device_id, "user_code": user_code, "interval": "0"})
+
+    async def _device_token(self, request: HttpRequest) -> HttpResponse:
+        body = loads(request.body) if request.body else None
+        found = self._devices.get(body.get("device_auth_id")) if isinstance(body, dict) else None
+        if found is None or body.get("user_code") != found[0]:
+            return _json(400, {"error": {"code": "invalid_request", "message": "unknown"}})
+        self.device_polls += 1
+        if self.pending_polls > 0:
+            self.pending_polls -= 1
+            return _json(403, {"error": {"code": "deviceauth_authorization_pending",
+                                         "message": "pending"}})
+        verifier = secrets.token_urlsafe(32)
+        code = secrets.token_urlsafe(24)
+        redirect = self.urls["device-redirect-uri"]
+        self._codes[code] = _Grant(found[1], s256(verifier), redirect, None)
+        return _json(200, {"authorization_code": code, "code_challenge": s256(verifier),
+                           "code_verifier": verifier})
+
+
+def _json(status: int, body: Any) -> HttpResponse:
+    return HttpResponse(status=status, headers=[("content-type", "application/json")],
+                        body=dumps(body))
+
+
+def _with_query(url: str, **params: str) -> str:
+    return url + ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
+
+
+async def start_service(nursery: trio.Nursery, kind: str, **options: Any) -> FakeService:
+    """A :class:`FakeService` listening on a free loopback port, served in ``nursery``."""
+    service = FakeService(kind, **options)
+    server = Server(service.handle, limits=Limits(graceful_timeout=0.2, keep_alive_timeout=10))
+    service.port = await nursery.start(server.serve, "127.0.0.1", 0)
+    return service
+
+
+# --------------------------------------------------------------------------------------------
+# mux in front of a service: the auth dir, the accounts, the gateway
+
+
+def save_account(store: Any, service: FakeService, email: str, *,
+                 expires_in: float | None = 3600.0) -> Any:
+    """Log ``email`` in at the service (fresh tokens) and save it in ``store`` as mux would;
+    ``expires_in`` sets the saved expiry (negative: already expired)."""
+    from mux.auth import Credentials
+
+    tokens = service.issue(email)
+    account = service.accounts[email]
+    extras = {"email": email}
+    extras |= ({"account_uuid": account.account_id} if service.kind == "claude"
+               else {"account_id": account.account_id, "plan": account.plan})
+    credentials = Credentials(
+        provider=service.kind, account=email, access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+        expires_at=None if expires_in is None else time.time() + expires_in, extras=extras,
+    )
+    store.save(credentials)
+    return credentials
+
+
+@attrs.define(eq=False)
+class Gateway:
+    """mux in-process (as tests/test_e2e_routing.py starts it) with subscription accounts."""
+
+    url: str
+    router: Any
+    clock: Any
+    accounts: Any
+    store: Any
+    config: Any
+
+    def state(self, account: str) -> Any:
+        (found,) = [s for s in self.router.status() if s.account == account]
+        return found.state
+
+
+async def start_gateway(nursery: trio.Nursery, upstreams: Any, auth_dir: Any, config_text: str,
+                        *, poll: float | None = None) -> Gateway:
+    """Start mux with ``config_text`` (``[[providers]]`` entries) and the accounts saved in
+    ``auth_dir``; with ``poll``, :meth:`Accounts.run` watches the directory too."""
+    import tomllib
+
+    from mux.auth import Accounts, AuthStore
+    from mux.config import parse_config
+    from mux.providers.api import providers_from_config
+    from mux.providers.subscriptions import refreshers, subscription_providers
+    from mux.router import Router
+    from mux.routes import Gateway as Routes
+    from tests.test_e2e_routing import Clock
+
+    config = parse_config(tomllib.loads(f'auth-dir = "{auth_dir}"\n' + config_text))
+    store = AuthStore.from_config(config)
+    accounts = Accounts(store, refreshers(config, upstreams), lead=config.refresh_lead)
+    if poll is not None:
+        await nursery.start(lambda task_status: accounts.run(poll=poll, task_status=task_status))
+    clock = Clock()
+    providers = [*subscription_providers(config, upstreams, accounts),
+                 *providers_from_config(config, upstreams)]
+    router = Router(providers, config.routing, clock=clock)
+    server = Server(Routes(providers=[router]).handle, limits=Limits(graceful_timeout=0.5))
+    port = await nursery.start(server.serve, "127.0.0.1", 0)
+    return Gateway(url=f"http://127.0.0.1:{port}", router=router, clock=clock,
+                   accounts=accounts, store=store, config=config)
