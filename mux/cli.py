@@ -1,21 +1,29 @@
-"""The ``mux`` command: ``serve`` (the default), ``init`` and ``version``."""
+"""The ``mux`` command: ``serve`` (the default), ``init``, ``login``, ``import``, ``status``,
+``logout``, ``fidelity`` and ``version``."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
 from mux import __version__
+from mux.auth import Accounts, AuthFileError, AuthStore, read_entry
+from mux.errors import MuxError
+from mux.oauth import LoginContext, LoginError, url_overrides
 from mux.config import (
     Config,
     ConfigError,
+    ProviderConfig,
     default_config_path,
     find_config_path,
     load_config,
@@ -24,6 +32,7 @@ from mux.config import (
 from mux.providers import AccountProvider
 from mux.providers.api import discover_models, providers_from_config
 from mux.providers.fake import FakeProvider
+from mux.providers.subscriptions import REGISTRY, refreshers, subscription_providers
 from mux.router import Router
 from mux.routes import Gateway
 from mux.server import Limits, Server
@@ -53,6 +62,30 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("version", help="print the version")
 
+    login = commands.add_parser("login", help="log in to a subscription account (claude, codex)")
+    login.add_argument("provider", help="claude or codex (or the name of a [[providers]] entry)")
+    login.add_argument("--no-browser", action="store_true",
+                       help="print the login URL instead of opening a browser")
+    login.add_argument("--device", action="store_true",
+                       help="use the provider's device flow, where it has one (codex)")
+    login.add_argument("--config", metavar="FILE", help="the config file")
+
+    import_ = commands.add_parser(
+        "import", help="import the logins Claude Code and the Codex CLI saved"
+    )
+    import_.add_argument("provider", nargs="?", help="claude or codex (default: every one)")
+    import_.add_argument("--from", dest="source", metavar="PATH",
+                         help="the file to import (default: the official tool's own)")
+    import_.add_argument("--config", metavar="FILE", help="the config file")
+
+    status = commands.add_parser("status", help="list subscription accounts and their tokens' state")
+    status.add_argument("--config", metavar="FILE", help="the config file")
+
+    logout = commands.add_parser("logout", help="remove subscription accounts")
+    logout.add_argument("provider", help="claude or codex")
+    logout.add_argument("account", nargs="?", help="the email or id (default: every account)")
+    logout.add_argument("--config", metavar="FILE", help="the config file")
+
     fidelity = commands.add_parser(
         "fidelity", help="measure which features survive each client -> upstream format pair"
     )
@@ -75,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _init(args.config)
     if command == "fidelity":
         return _fidelity(args.client, args.upstream, as_json=args.json)
+    if command == "login":
+        return _login(args.provider, args.config, no_browser=args.no_browser, device=args.device)
+    if command == "import":
+        return _import(args.provider, args.source, args.config)
+    if command == "status":
+        return _status(args.config)
+    if command == "logout":
+        return _logout(args.provider, args.account, args.config)
     return _serve(
         getattr(args, "config", None),
         host=getattr(args, "host", None),
@@ -113,6 +154,201 @@ def _fidelity(
     return 0
 
 
+# ------------------------------------------------------------------------------------------
+# Subscription accounts: login, import, status, logout
+
+
+def _load_config(config_path: str | None) -> Config | None:
+    try:
+        return load_config(find_config_path(config_path))
+    except ConfigError as exc:
+        print(f"mux: {exc}", file=sys.stderr)
+        return None
+
+
+def _subscription(config: Config, name: str) -> tuple[Any, ProviderConfig | None] | None:
+    """The SubscriptionKind ``name`` means (a kind, or a ``[[providers]]`` entry's name) and
+    the config's entry for it; None (after saying why) if neither."""
+
+    entries = [p for p in config.providers if p.type in REGISTRY]
+    if name in REGISTRY:
+        return REGISTRY[name], next((p for p in entries if p.type == name), None)
+    for entry in entries:
+        if entry.name == name:
+            return REGISTRY[entry.type], entry
+    print(f"mux: {name!r} is not a subscription provider; known: {', '.join(sorted(REGISTRY))}",
+          file=sys.stderr)
+    return None
+
+
+def _login(name: str, config_path: str | None, *, no_browser: bool, device: bool) -> int:
+
+    config = _load_config(config_path)
+    found = config and _subscription(config, name)
+    if not config or not found:
+        return 2
+    kind, entry = found
+    store = AuthStore.from_config(config)
+
+    async def login() -> Any:
+        async with Upstreams() as upstreams:
+            ctx = LoginContext(
+                http=upstreams.client(entry.proxy_url if entry else None),
+                provider=entry, urls=url_overrides(entry), open_browser=not no_browser,
+                device=device,
+            )
+            result = kind.login(ctx)
+            return await result if inspect.isawaitable(result) else result
+
+    try:
+        try:
+            credentials = trio.run(login)
+        except BaseExceptionGroup as group:  # from a nursery in the flow: report its cause
+            causes = group.subgroup(KeyboardInterrupt) or group.subgroup((LoginError, MuxError))
+            if causes is None:
+                raise
+            raise _first_leaf(causes) from None
+    except (LoginError, MuxError) as exc:
+        print(f"mux: login failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nmux: login cancelled", file=sys.stderr)
+        return 130
+    existed = store.path_for(credentials.provider, credentials.account).exists()
+    try:
+        path = store.save(credentials)
+    except OSError as exc:
+        print(f"mux: cannot save the login in {store.directory}: {exc.strerror}", file=sys.stderr)
+        return 1
+    what = "updated" if existed else "added"
+    print(f"logged in to {credentials.provider} as {credentials.account} ({what} {path})")
+    return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _import(name: str | None, source: str | None, config_path: str | None) -> int:
+
+    config = _load_config(config_path)
+    if config is None:
+        return 2
+    if source and not name:
+        print("mux: --from needs a provider: mux import claude|codex --from PATH",
+              file=sys.stderr)
+        return 2
+    if name:
+        found = _subscription(config, name)
+        if not found:
+            return 2
+        kinds = [found[0]]
+    else:
+        kinds = [REGISTRY[k] for k in sorted(REGISTRY)]
+    store = AuthStore.from_config(config)
+    imported = 0
+    failed = False
+    for kind in kinds:
+        path = Path(source).expanduser() if source else Path(kind.default_import_path)
+        if not path.exists():
+            print(f"{kind.name}: nothing to import at {path}",
+                  file=sys.stderr if name else sys.stdout)
+            failed = failed or bool(name)
+            continue
+        try:
+            found_credentials = kind.import_credentials(path)
+            for credentials in found_credentials:
+                saved = store.save(credentials)
+                imported += 1
+                print(f"{kind.name}: imported {credentials.account} from {path} -> {saved}")
+        except (AuthFileError, ValueError, KeyError, TypeError) as exc:
+            print(f"mux: {kind.name}: cannot import {path}: {exc}", file=sys.stderr)
+            failed = True
+        except OSError as exc:
+            print(f"mux: {kind.name}: cannot import {path}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            failed = True
+    if imported:
+        print("note: mux now shares these logins' refresh tokens with the tools they came "
+              "from; refresh tokens rotate, so when one side refreshes, the other may have to "
+              "log in again (`mux login` gives mux a session of its own)")
+    elif not failed:
+        print("nothing imported")
+    return 1 if failed else 0
+
+
+def _when(expires_at: float | None, now: float) -> str:
+    if expires_at is None:
+        return "unknown"
+    left = expires_at - now
+    span = abs(left)
+    if span < 3600:
+        relative = f"{span // 60:.0f}m"
+    elif span < 86400 * 2:
+        relative = f"{span // 3600:.0f}h {span % 3600 // 60:.0f}m"
+    else:
+        relative = f"{span // 86400:.0f}d"
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires_at))
+    return f"{stamp} (in {relative})" if left > 0 else f"{stamp} ({relative} ago)"
+
+
+def _status(config_path: str | None) -> int:
+
+    config = _load_config(config_path)
+    if config is None:
+        return 2
+    store = AuthStore.from_config(config)
+    rows = [("PROVIDER", "ACCOUNT", "TOKEN EXPIRES", "STATE", "FILE")]
+    now = time.time()
+    problems = []
+    for path in store.files():
+        try:
+            entry = read_entry(path)
+        except AuthFileError as exc:
+            problems.append(str(exc))
+            continue
+        c = entry.credentials
+        state = entry.state
+        if state == "ok" and c.expires_at is not None and c.expires_at <= now:
+            state = "expired (refreshed on use)" if c.refresh_token else "expired: log in again"
+        elif state == "revoked":
+            state = "revoked: log in again"
+        rows.append((c.provider, c.account, _when(c.expires_at, now), state, path.name))
+    if len(rows) == 1 and not problems:
+        print(f"no subscription accounts in {store.directory} (mux login claude|codex, "
+              "or mux import)")
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    for problem in problems:
+        print(f"unreadable: {problem}")
+    print(f"\n{store.directory}: the states in the files; cooldowns (quota) are known only to "
+          "a running mux serve")
+    return 0
+
+
+def _logout(provider: str, account: str | None, config_path: str | None) -> int:
+
+    config = _load_config(config_path)
+    if config is None:
+        return 2
+    store = AuthStore.from_config(config)
+    try:
+        removed = store.remove(provider, account)
+    except OSError as exc:
+        print(f"mux: cannot remove from {store.directory}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if not removed:
+        which = f"{provider} account {account}" if account else f"{provider} accounts"
+        print(f"mux: no {which} in {store.directory}", file=sys.stderr)
+        return 1
+    for path in removed:
+        print(f"removed {path}")
+    return 0
+
+
 def _serve(config_path: str | None, *, host: str | None, port: int | None, fake: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -125,12 +361,20 @@ def _serve(config_path: str | None, *, host: str | None, port: int | None, fake:
         print(f"mux: {exc}", file=sys.stderr)
         return 2
     upstreams = Upstreams()
+    accounts = None
     try:
-        providers: list[AccountProvider] = (
-            [FakeProvider(config.fake, serve_all=True)]
-            if fake
-            else providers_from_config(config, upstreams)
-        )
+        if fake:
+            providers: list[AccountProvider] = [FakeProvider(config.fake, serve_all=True)]
+        else:
+            accounts = Accounts(
+                AuthStore.from_config(config),
+                refreshers(config, upstreams),
+                lead=config.refresh_lead,
+            )
+            providers = [
+                *subscription_providers(config, upstreams, accounts),
+                *providers_from_config(config, upstreams),
+            ]
         router = Router(providers, config.routing)
     except ValueError as exc:  # two providers with one name
         print(f"mux: {exc}", file=sys.stderr)
@@ -138,7 +382,7 @@ def _serve(config_path: str | None, *, host: str | None, port: int | None, fake:
     gateway = Gateway(providers=[router])
     server = Server(gateway.handle, limits=Limits(max_request_size=config.max_request_size))
     try:
-        trio.run(_run, server, gateway, config, upstreams, providers)
+        trio.run(_run, server, gateway, config, upstreams, providers, accounts)
     except OSError as exc:
         print(f"mux: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -154,9 +398,12 @@ async def _run(
     config: Config,
     upstreams: Upstreams,
     providers: Sequence[AccountProvider],
+    accounts: Accounts | None,
 ) -> None:
     # The upstream connection pools outlive every request: they close after the server.
     async with upstreams, trio.open_nursery() as nursery:
+        if accounts is not None:  # subscription accounts: hot reload and background refresh
+            await nursery.start(accounts.run)
         await discover_models(providers)
 
         async def serve(task_status: trio.TaskStatus[int]) -> None:
