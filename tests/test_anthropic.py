@@ -940,7 +940,7 @@ def test_invalid_requests_name_the_field(body: object, param: str | None, messag
 
 def test_count_tokens_needs_no_max_tokens() -> None:
     request = anthropic.parse_count_tokens({"model": "m", "messages": []})
-    assert request == ir.Request(model="m")
+    assert request == ir.Request(model="m", extra=ir.Extra(format="anthropic"))
     with pytest.raises(RequestError, match="max_tokens: expected an integer of at least 1"):
         anthropic.parse_count_tokens({"model": "m", "messages": [], "max_tokens": 0})
 
@@ -1040,7 +1040,7 @@ def test_reasoning_knobs(
     body = BASE | fields
     request = anthropic.parse_request(body)
     assert request.reasoning == reasoning
-    assert request.extra == (ir.Extra(format="anthropic", fields=extra) if extra else None)
+    assert request.extra == ir.Extra(format="anthropic", fields=extra or {})
     rendered = anthropic.render_request(request)
     for key, value in fields.items():
         if value:
@@ -1161,33 +1161,93 @@ def test_render_request_shapes_the_conversation() -> None:
     ]
 
 
-def test_render_request_drops_unsigned_reasoning() -> None:
-    """G.1: signatures cannot be made up, so reasoning from another format is dropped;
-    signed and redacted reasoning go out byte-exact."""
-    body = anthropic.render_request(
-        ir.Request(
-            model="m",
-            messages=[
-                ir.Message(
-                    role=ir.Role.ASSISTANT,
-                    content=[
-                        ir.Reasoning(text="from OpenAI"),
-                        ir.Reasoning(text="encrypted", data="ZW5j"),
-                        ir.Reasoning(text="signed", signature="c2ln+/="),
-                        ir.Reasoning(data="cmVk", redacted=True),
-                        ir.Text(text="Answer."),
-                        ir.ToolCall(id="t", name="f", arguments="[1, 2]"),
-                    ],
-                )
-            ],
-        )
-    )
+_REPLAYED = ir.Message(
+    role=ir.Role.ASSISTANT,
+    content=[
+        ir.Reasoning(text="from OpenAI"),
+        ir.Reasoning(text="encrypted", data="ZW5j"),
+        ir.Reasoning(text="signed", signature="c2ln+/="),
+        ir.Reasoning(data="cmVk", redacted=True),
+        ir.Text(text="Answer."),
+        ir.ToolCall(id="t", name="f", arguments="[1, 2]"),
+    ],
+)
+_OWN_ORIGINS = [
+    pytest.param({"extra": ir.Extra(format="anthropic")}, id="anthropic-extra"),
+    pytest.param({"origin": ir.Origin(format="anthropic", body={})}, id="anthropic-origin"),
+]
+
+
+@pytest.mark.parametrize("own", _OWN_ORIGINS)
+def test_render_request_drops_unsigned_reasoning(own: dict[str, Any]) -> None:
+    """G.1: signatures cannot be made up, so unsigned reasoning is dropped; in a request of
+    Anthropic origin, signed and redacted reasoning go out byte-exact."""
+    body = anthropic.render_request(ir.Request(model="m", messages=[_REPLAYED], **own))
     assert body["messages"][0]["content"] == [
         {"type": "thinking", "thinking": "signed", "signature": "c2ln+/="},
         {"type": "redacted_thinking", "data": "cmVk"},
         {"type": "text", "text": "Answer."},
         {"type": "tool_use", "id": "t", "name": "f", "input": {"_raw": "[1, 2]"}},
     ]
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        pytest.param({}, id="no-origin"),
+        pytest.param({"origin": ir.Origin(format="gemini", body={})}, id="gemini-origin"),
+        pytest.param({"extra": ir.Extra(format="gemini")}, id="gemini-extra"),
+        pytest.param(
+            {"origin": ir.Origin(format="openai_responses", body={})}, id="responses-origin"
+        ),
+    ],
+)
+def test_render_request_drops_reasoning_not_of_anthropic_origin(foreign: dict[str, Any]) -> None:
+    """G.1: a signature Anthropic did not issue is answered 400 "Invalid signature in thinking
+    block", so a request not of Anthropic origin (a Gemini client's thought signatures)
+    sends no thinking and no redacted thinking at all."""
+    gemini_signed = ir.Message(
+        role=ir.Role.ASSISTANT,
+        content=[
+            ir.Reasoning(text="Gemini thought.", signature="R2VtaW5pIHNpZw=="),
+            ir.Text(text="Sunny."),
+        ],
+    )
+    request = ir.Request(
+        model="m", messages=[gemini_signed, _REPLAYED, ir.Message(role=ir.Role.USER)], **foreign
+    )
+    body = anthropic.render_request(request)
+    assert body["messages"] == [
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Sunny."},
+            {"type": "text", "text": "Answer."},
+            {"type": "tool_use", "id": "t", "name": "f", "input": {"_raw": "[1, 2]"}},
+        ]},
+    ]  # fmt: skip
+    assert "signature" not in json.dumps(body) and "redacted" not in json.dumps(body)
+
+
+def test_parse_request_marks_anthropic_origin() -> None:
+    """Every parsed request carries an Anthropic Extra (empty when there is nothing to keep),
+    so that a client's thinking re-renders byte-exact with no Origin attached."""
+    thinking = [
+        {"type": "thinking", "thinking": "Hmm.", "signature": "c2ln+/="},
+        {"type": "redacted_thinking", "data": "cmVk"},
+        {"type": "text", "text": "Hi."},
+    ]
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": thinking},
+            {"role": "user", "content": "Thanks"},
+        ],
+    }
+    request = anthropic.parse_request(body)
+    assert request.origin is None
+    assert request.extra == ir.Extra(format="anthropic")
+    assert anthropic.render_request(request) == body
 
 
 @pytest.mark.parametrize(

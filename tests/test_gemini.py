@@ -565,6 +565,65 @@ def test_inline_parts_without_a_type_are_sniffed() -> None:
     ]  # fmt: skip
 
 
+def test_parts_by_url_get_a_mime_type() -> None:
+    """fileData needs a mimeType: a part's own; else its URL extension's; else image/jpeg
+    for an image, so that an image reads back as an image; a document whose URL says
+    nothing (Files API, YouTube) goes without one and reads back as a document."""
+    parts: list[ir.Part] = [
+        ir.Image(url="https://example.com/cat"),
+        ir.Image(url="https://example.com/cat.PNG?size=2"),
+        ir.Image(url="https://example.com/cat.webp#top"),
+        ir.Image(url="https://example.com/scan.pdf"),  # says an image: sent as one
+        ir.Image(media_type="image/gif", url="https://example.com/cat.png"),
+        ir.Document(url="https://example.com/report.pdf"),
+        ir.Document(url="https://example.com/notes.txt"),
+        ir.Document(url="https://generativelanguage.googleapis.com/v1beta/files/abc"),
+        ir.Document(url="https://www.youtube.com/watch?v=1"),
+    ]
+    request = ir.Request(model="m", messages=[ir.Message(role=ir.Role.USER, content=parts)])
+    body = gemini.render_request(request)
+    assert [p["fileData"] for p in body["contents"][0]["parts"]] == [
+        {"mimeType": "image/jpeg", "fileUri": "https://example.com/cat"},
+        {"mimeType": "image/png", "fileUri": "https://example.com/cat.PNG?size=2"},
+        {"mimeType": "image/webp", "fileUri": "https://example.com/cat.webp#top"},
+        {"mimeType": "image/jpeg", "fileUri": "https://example.com/scan.pdf"},
+        {"mimeType": "image/gif", "fileUri": "https://example.com/cat.png"},
+        {"mimeType": "application/pdf", "fileUri": "https://example.com/report.pdf"},
+        {"mimeType": "text/plain", "fileUri": "https://example.com/notes.txt"},
+        {"fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc"},
+        {"fileUri": "https://www.youtube.com/watch?v=1"},
+    ]
+    parsed = gemini.parse_request(wire(body))
+    assert [type(p) for p in parsed.messages[0].content] == [type(p) for p in parts]
+    assert parsed.messages[0].content[0] == ir.Image(
+        media_type="image/jpeg", url="https://example.com/cat"
+    )
+    assert parsed == attrs.evolve(projection.request(request), model="")
+
+
+@pytest.mark.parametrize(
+    ("url", "media_type"),
+    [
+        ("https://x/a.png", "image/png"),
+        ("https://x/a.JPG?s=1#f", "image/jpeg"),
+        ("https://x/a.jpeg", "image/jpeg"),
+        ("https://x/a.gif", "image/gif"),
+        ("https://x/a.webp", "image/webp"),
+        ("https://x/a.heic", "image/heic"),
+        ("https://x/a.pdf", "application/pdf"),
+        ("https://x/a.md", "text/markdown"),
+        ("gs://bucket/clip.mp4", "video/mp4"),
+        ("https://x/a.tiff", "image/tiff"),  # Python's table
+        ("https://x/a", None),
+        ("https://x/a.nosuchtype", None),
+        ("https://x/dir.d/", None),
+        ("https://www.youtube.com/watch?v=a.b", None),
+    ],
+)
+def test_url_media_type(url: str, media_type: str | None) -> None:
+    assert gemini.url_media_type(url) == media_type
+
+
 def test_call_ids_are_minted_and_results_linked_by_name() -> None:
     """F.4: calls without ids get call_<n>; a response without an id answers the oldest
     unanswered call of its name; ids the client gave are kept."""

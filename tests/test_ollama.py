@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from mux import ir
 from mux.errors import MuxError, RequestError, UpstreamError
+from mux.formats import anthropic
 from mux.formats import ollama as fmt
 from mux.formats.ollama import GenerateStreamRenderer, StreamParser, StreamRenderer
 from mux.framing import dumps, loads
@@ -865,6 +866,79 @@ def test_render_request_tool_results() -> None:
         ],
         "stream": False,
     }
+
+
+def test_render_request_joins_separate_text_parts_with_a_blank_line() -> None:
+    """Separate text parts (Anthropic's system blocks, a user turn's blocks, a replayed
+    assistant turn's) and reasoning parts become one string joined with "\n\n", never run
+    together; empty parts add nothing. An answer's parts join as they are."""
+    anthropic_client = {
+        "model": "m",
+        "max_tokens": 100,
+        "system": [
+            {"type": "text", "text": "You are terse."},
+            {"type": "text", "text": "Use metric units."},
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "<system-reminder>Be kind.</system-reminder>"},
+                    {"type": "text", "text": "How warm is it?"},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "t1", "name": "temp", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [
+                            {"type": "text", "text": "21"},
+                            {"type": "text", "text": "celsius"},
+                        ],
+                    }
+                ],
+            },
+        ],
+    }
+    request = anthropic.parse_request(anthropic_client)
+    history = ir.Message(
+        role=ir.Role.ASSISTANT,
+        content=[
+            ir.Reasoning(text="Metric."),
+            ir.Reasoning(text="", signature="c2ln"),
+            ir.Reasoning(text="Celsius."),
+            ir.Text(text="It is"),
+            ir.Text(text=""),
+            ir.Text(text="21 °C."),
+        ],
+    )
+    request = attrs.evolve(request, messages=[*request.messages, history])
+    assert fmt.render_request(request)["messages"] == [
+        {"role": "system", "content": "You are terse.\n\nUse metric units."},
+        {
+            "role": "user",
+            "content": "<system-reminder>Be kind.</system-reminder>\n\nHow warm is it?",
+        },
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [{"id": "t1", "function": {"name": "temp", "arguments": {}}}],
+        },
+        {"role": "tool", "content": "21\n\ncelsius", "tool_name": "temp", "tool_call_id": "t1"},
+        {"role": "assistant", "content": "It is\n\n21 °C.", "thinking": "Metric.\n\nCelsius."},
+    ]
+    answer = fmt.render_response(ir.Response(id="", model="m", content=history.content))
+    assert answer["message"]["content"] == "It is21 °C."
+    assert answer["message"]["thinking"] == "Metric.Celsius."
 
 
 # --------------------------------------------------------------------------------------------

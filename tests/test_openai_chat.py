@@ -861,6 +861,68 @@ def test_reasoning_effort_from_budget(config: ir.ReasoningConfig, effort: str | 
     assert body.get("reasoning_effort") == effort
 
 
+def test_render_request_leaves_out_documents_with_no_chat_form() -> None:
+    """A ``file`` part holds ``file_data`` or a ``file_id``, never a URL: a document known
+    only by its URL (or by nothing) is left out, never sent as ``"file": {}`` (which OpenAI
+    rejects) nor read back as an empty document."""
+    pdf = ir.Document(media_type="application/pdf", url="https://example.com/report.pdf")
+    content: list[ir.Part] = [
+        ir.Text(text="Summarise."),
+        pdf,
+        ir.Document(filename="nothing.pdf", title="Nothing"),
+        ir.Document(url="https://example.com/a.pdf", file_id="file-1"),
+    ]
+    result = ir.ToolResult(call_id="call_1", content=[pdf])
+    request = ir.Request(
+        model="m",
+        messages=[
+            ir.Message(role=ir.Role.USER, content=content),
+            ir.Message(role=ir.Role.USER, content=[pdf]),
+            ir.Message(role=ir.Role.TOOL, content=[result]),
+        ],
+    )
+    body = openai_chat.render_request(request)
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Summarise."},
+                {"type": "file", "file": {"file_id": "file-1"}},
+            ],
+        },
+        {"role": "user", "content": ""},
+        {"role": "tool", "tool_call_id": "call_1", "content": ""},
+    ]
+    parsed = openai_chat.parse_request(wire(body))
+    assert not any(
+        isinstance(p, ir.Document) and p.data is None and p.file_id is None
+        for m in parsed.messages
+        for p in m.content
+    )
+    assert parsed == chat_projection.request(request)
+
+
+def test_render_request_joins_separate_text_parts_with_a_blank_line() -> None:
+    """An assistant turn's content is one string: separate text parts (and reasoning parts)
+    of a request are joined with "\n\n", not run together; empty ones add nothing. A
+    response's parts are one answer and join as they are."""
+    parts: list[ir.Part] = [
+        ir.Reasoning(text="Units?"),
+        ir.Reasoning(text="", signature="c2ln"),
+        ir.Reasoning(text="Metric."),
+        ir.Text(text="You are terse."),
+        ir.Text(text=""),
+        ir.Text(text="Use metric units."),
+    ]
+    request = ir.Request(model="m", messages=[ir.Message(role=ir.Role.ASSISTANT, content=parts)])
+    (message,) = openai_chat.render_request(request)["messages"]
+    assert message["content"] == "You are terse.\n\nUse metric units."
+    assert message["reasoning_content"] == "Units?\n\nMetric."
+    response = openai_chat.render_response(ir.Response(id="r", model="m", content=parts))
+    assert response["choices"][0]["message"]["content"] == "You are terse.Use metric units."
+    assert response["choices"][0]["message"]["reasoning_content"] == "Units?Metric."
+
+
 # --------------------------------------------------------------------------------------------
 # Upstream answers
 

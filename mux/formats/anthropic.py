@@ -30,10 +30,14 @@ Mapping notes (protocols.md C, F and G are the reference):
 * **Tool calls.** ``tool_use.input`` is an object on the wire and compact JSON text in the
   IR; text that is not a JSON object goes out as ``{"_raw": text}`` (F.4).
 * **Reasoning.** ``thinking`` (text and signature, byte-exact) and ``redacted_thinking``
-  (data) are :class:`ir.Reasoning` parts. A signature cannot be made up (G.1), so
-  rendering a request **drops** reasoning that has no signature (from another format):
-  turning it into text would put words in the assistant's mouth that it never said. On the
-  client side, unsigned reasoning is written with ``"signature": ""``.
+  (data) are :class:`ir.Reasoning` parts. A signature cannot be made up, and Anthropic
+  rejects any it did not issue (400 "Invalid signature in thinking block", G.1), so
+  :func:`render_request` writes thinking and redacted thinking only for a request of
+  Anthropic origin (parsed by this module, or with an Anthropic :class:`ir.Origin`) and
+  **drops** all other reasoning: unsigned reasoning, and reasoning signed by another
+  provider (a Gemini ``thoughtSignature``). Turning it into text would put words in the
+  assistant's mouth that it never said. On the client side, unsigned reasoning is written
+  with ``"signature": ""``.
 * **Knobs.** ``thinking`` ``enabled`` (with ``budget_tokens``) / ``adaptive`` / ``disabled``
   and ``output_config.effort`` are :class:`ir.ReasoningConfig` (``adaptive`` is enabled
   without a budget); ``output_config.format`` is a JSON-schema
@@ -46,7 +50,8 @@ Mapping notes (protocols.md C, F and G are the reference):
   (``context_management``, ``service_tier``, ``container``, ``mcp_servers``...), server
   tools (a ``tools`` entry whose ``type`` is not ``custom``, written back after the others),
   and the unknown keys of ``metadata``, ``thinking`` and ``output_config`` (merged back
-  into those objects).
+  into those objects). :func:`parse_request` always attaches one (empty when there is
+  nothing to keep), which also marks the request as of Anthropic origin.
 * **Answers.** Usage follows F.3: the IR's ``input_tokens`` is ``input_tokens +
   cache_creation_input_tokens + cache_read_input_tokens``. Stop reasons follow F.2:
   ``refusal`` is CONTENT_FILTER, ``pause_turn`` is PAUSE, ``model_context_window_exceeded``
@@ -256,9 +261,10 @@ def _render_tool_use(part: ir.ToolCall) -> dict[str, Any]:
     return _with_cache(block, part.cache_control)
 
 
-def _render_block(part: ir.Part, role: str) -> dict[str, Any] | None:
+def _render_block(part: ir.Part, role: str, signed: bool) -> dict[str, Any] | None:
     """``part`` as a block of a ``role`` message (request side), or None when it has no place
-    there: empty text, audio, unsigned reasoning, parts the role cannot hold."""
+    there: empty text, audio, parts the role cannot hold, and reasoning that is unsigned or,
+    unless ``signed`` (the request is of Anthropic origin), not known to be Anthropic's."""
     if isinstance(part, ir.Text):
         if not part.text:
             return None
@@ -268,7 +274,7 @@ def _render_block(part: ir.Part, role: str) -> dict[str, Any] | None:
     if role == "assistant":
         if isinstance(part, ir.ToolCall):
             return _render_tool_use(part)
-        if isinstance(part, ir.Reasoning):
+        if isinstance(part, ir.Reasoning) and signed:  # G.1: only Anthropic's own replays
             if part.redacted and part.data is not None:
                 return {"type": "redacted_thinking", "data": part.data}
             if part.signature:  # G.1: unsigned reasoning cannot be replayed
@@ -280,7 +286,7 @@ def _render_block(part: ir.Part, role: str) -> dict[str, Any] | None:
         return _render_document(part)
     if isinstance(part, ir.ToolResult):
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.call_id}
-        content = [b for p in part.content if (b := _render_block(p, "user")) is not None]
+        content = [b for p in part.content if (b := _render_block(p, "user", signed)) is not None]
         if content:
             block["content"] = _content(content)
         if part.is_error:
@@ -398,7 +404,8 @@ def _parse_request(body: object, *, count_tokens: bool) -> ir.Request:
         stream=stream,
         stream_usage=stream,  # Anthropic streams always report usage
         user=user,
-        extra=ir.Extra(format=NAME, fields=fields) if fields else None,
+        # Always there: it marks the request as of Anthropic origin (see render_request).
+        extra=ir.Extra(format=NAME, fields=fields),
     )
 
 
@@ -499,12 +506,31 @@ def _parse_reasoning(
     return ir.ReasoningConfig(enabled=enabled, effort=effort, budget_tokens=budget), response_format
 
 
+def _anthropic_origin(request: ir.Request) -> bool:
+    """Whether the request came from an Anthropic client, so that its reasoning signatures
+    and redacted thinking are Anthropic's (G.1)."""
+    origin = request.origin
+    extra = request.extra
+    return (origin is not None and origin.format == NAME) or (
+        extra is not None and extra.format == NAME
+    )
+
+
 def render_request(request: ir.Request) -> dict[str, Any]:
-    """``request`` as the JSON body the Messages API receives."""
+    """``request`` as the JSON body the Messages API receives.
+
+    Thinking and redacted thinking are written only for a request of Anthropic origin
+    (:func:`parse_request` marks its requests with an Anthropic :class:`ir.Extra`; the
+    routes add an Anthropic :class:`ir.Origin`): another provider's signature would be
+    rejected (G.1).
+    """
+    signed = _anthropic_origin(request)
     wire: list[tuple[str, list[dict[str, Any]]]] = []  # (role, blocks), same roles merged
     for message in request.messages:
         role = _WIRE_ROLES[message.role]
-        blocks = [b for part in message.content if (b := _render_block(part, role)) is not None]
+        blocks = [
+            b for part in message.content if (b := _render_block(part, role, signed)) is not None
+        ]
         if not blocks:
             continue
         if wire and wire[-1][0] == role:

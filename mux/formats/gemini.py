@@ -24,6 +24,14 @@ Mapping notes (protocols.md D, F and G are the reference):
   ``args`` object, JSON text in the IR); ``functionResponse``; ``thought: true`` text
   parts are reasoning. ``executableCode`` and ``codeExecutionResult`` parts have no IR form
   and are dropped.
+* A part by URL is written as ``fileData`` with a ``mimeType`` (Gemini needs one to fetch
+  a URL): its own; failing that, the one its URL's extension says (:func:`url_media_type`);
+  failing that, for an image, ``image/jpeg`` (an image must be sent as an image, or it
+  would come back as a document, and JPEG is the commonest type on the web; Gemini decodes
+  the bytes it fetches whatever their exact image type). A document whose URL says nothing
+  goes without one: Files API and YouTube URIs carry their own type, and a made-up one
+  (``application/pdf``, ``application/octet-stream``) would make Gemini misread or refuse
+  the file.
 * Gemini rarely gives call ids. A call without one gets ``call_<n>`` (``n`` counting the
   calls of the request), or ``call_<responseId>_<n>`` in an answer, so that ids stay unique
   across turns; a ``functionResponse`` without one answers the oldest unanswered call of
@@ -67,6 +75,8 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
+import mimetypes
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -97,6 +107,7 @@ __all__ = [
     "render_request",
     "render_response",
     "signature_out",
+    "url_media_type",
     "with_stand_in_signatures",
 ]
 
@@ -375,9 +386,48 @@ def media_type_of(part: ir.Image | ir.Document | ir.Audio) -> str:
     return "image/png" if isinstance(part, ir.Image) else "application/octet-stream"
 
 
+# The types of the extensions Gemini documents (Python's table lacks some, or differs by
+# version); other extensions are looked up in Python's own table.
+_EXTENSION_TYPES = {
+    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+    "webp": "image/webp", "heic": "image/heic", "heif": "image/heif", "bmp": "image/bmp",
+    "pdf": "application/pdf", "txt": "text/plain", "md": "text/markdown", "csv": "text/csv",
+    "html": "text/html", "htm": "text/html", "xml": "text/xml", "rtf": "text/rtf",
+    "mp3": "audio/mp3", "wav": "audio/wav", "aiff": "audio/aiff", "aac": "audio/aac",
+    "ogg": "audio/ogg", "flac": "audio/flac", "mp4": "video/mp4", "mpeg": "video/mpeg",
+    "mov": "video/mov", "webm": "video/webm",
+}  # fmt: skip
+# The mimeType of an image by URL when neither it nor its URL says an image type.
+_DEFAULT_IMAGE_TYPE = "image/jpeg"
+
+
+def _extension(url: str) -> str:
+    """The lowercased extension of a URL's last path segment; "" when it has none."""
+    name = url.split("?", 1)[0].split("#", 1)[0].rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+@functools.cache
+def _python_types() -> mimetypes.MimeTypes:
+    """Python's built-in extension table (a fresh one: not the system's mime.types files,
+    so that the answer is the same on every machine)."""
+    return mimetypes.MimeTypes()
+
+
+def url_media_type(url: str) -> str | None:
+    """The media type the extension of ``url``'s path says (``https://x/cat.PNG?s=1`` is
+    ``image/png``), or None when it has no extension or an unknown one."""
+    extension = _extension(url)
+    if not extension:
+        return None
+    if extension in _EXTENSION_TYPES:
+        return _EXTENSION_TYPES[extension]
+    lenient, strict = _python_types().types_map  # (non-strict, strict), as mimetypes has it
+    return strict.get("." + extension) or lenient.get("." + extension)
+
+
 def _url_is_image(url: str) -> bool:
-    path = url.split("?", 1)[0].split("#", 1)[0].rsplit("/", 1)[-1]
-    return "." in path and path.rsplit(".", 1)[-1].lower() in _IMAGE_EXTENSIONS
+    return _extension(url) in _IMAGE_EXTENSIONS
 
 
 def _inline(media_type: str, data: bytes) -> ir.Image | ir.Document | ir.Audio:
@@ -408,7 +458,19 @@ def _render_media(part: ir.Image | ir.Document | ir.Audio) -> dict[str, Any] | N
     url = getattr(part, "url", None)
     if url is None:
         return None
-    return {"fileData": present(mimeType=getattr(part, "media_type", None), fileUri=url)}
+    assert isinstance(part, ir.Image | ir.Document)
+    return {"fileData": present(mimeType=_linked_type(part, url), fileUri=url)}
+
+
+def _linked_type(part: ir.Image | ir.Document, url: str) -> str | None:
+    """The ``mimeType`` of a part by URL (see the module notes): its own, else its URL's,
+    else ``image/jpeg`` for an image; None for a document whose URL says nothing."""
+    if part.media_type:
+        return part.media_type
+    guessed = url_media_type(url)
+    if isinstance(part, ir.Image):
+        return guessed if guessed and guessed.startswith("image/") else _DEFAULT_IMAGE_TYPE
+    return guessed
 
 
 def _parse_media(node: Node) -> ir.Image | ir.Document | ir.Audio | None:

@@ -13,7 +13,11 @@ Mapping notes (protocols.md E, F and G are the reference):
 * ``stream`` defaults to **true**, so :func:`render_request` always writes it.
 * A message is one ``content`` string, a ``thinking`` string, raw base64 ``images`` and
   ``tool_calls``; an IR message is read back as reasoning, text, images, tool calls, and
-  its text parts (and reasoning parts) are joined when written. Images go out on user and
+  its text parts (and reasoning parts) are joined when written: in a request, the non-empty
+  ones with a blank line (``"\n\n"``), as they are separate blocks (Anthropic's system
+  blocks would otherwise run together, ``"You are terse.Use metric units."``); in an
+  answer, as they are, since a model's answer split into parts (Anthropic's citation
+  blocks, Gemini's parts) is one text. Images go out on user and
   tool messages only; documents, audio and images by URL have no Ollama form (a gateway
   must fetch URLs before this module sees them).
 * Images carry no media type: it is sniffed from the bytes (PNG, JPEG, GIF, WebP).
@@ -201,8 +205,15 @@ def _parse_message(node: Node, calls: _Calls) -> ir.Message:
     return ir.Message(role=ir.Role(role), content=_texts_and_images(node))
 
 
-def _joined(parts: Iterable[ir.Part], kind: type[ir.Text] | type[ir.Reasoning]) -> str:
-    return "".join(part.text for part in parts if isinstance(part, kind))
+#: What separates text parts joined into one string in a request (see the module notes).
+_REQUEST_SEPARATOR = "\n\n"
+
+
+def _joined(
+    parts: Iterable[ir.Part], kind: type[ir.Text] | type[ir.Reasoning], separator: str = ""
+) -> str:
+    """The non-empty texts of the ``kind`` parts, joined with ``separator``."""
+    return separator.join(part.text for part in parts if isinstance(part, kind) and part.text)
 
 
 def _render_images(parts: Iterable[ir.Part]) -> list[str]:
@@ -224,8 +235,9 @@ def _render_tool_call(call: ir.ToolCall, index: int | None = None) -> dict[str, 
 def _render_assistant(parts: Sequence[ir.Part]) -> dict[str, Any]:
     """An assistant message of a request's history: its text joined, its reasoning
     joined, its tool calls."""
-    message: dict[str, Any] = {"role": "assistant", "content": _joined(parts, ir.Text)}
-    if thinking := _joined(parts, ir.Reasoning):
+    text = _joined(parts, ir.Text, _REQUEST_SEPARATOR)
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking := _joined(parts, ir.Reasoning, _REQUEST_SEPARATOR):
         message["thinking"] = thinking
     calls = [_render_tool_call(part) for part in parts if isinstance(part, ir.ToolCall)]
     if calls:
@@ -234,7 +246,7 @@ def _render_assistant(parts: Sequence[ir.Part]) -> dict[str, Any]:
 
 
 def _render_with_images(role: str, parts: Sequence[ir.Part]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": role, "content": _joined(parts, ir.Text)}
+    message: dict[str, Any] = {"role": role, "content": _joined(parts, ir.Text, _REQUEST_SEPARATOR)}
     if images := _render_images(parts):
         message["images"] = images
     return message
@@ -259,7 +271,8 @@ def _render_messages(messages: Sequence[ir.Message]) -> list[dict[str, Any]]:
         elif message.role is ir.Role.USER:
             out.append(_render_with_images("user", message.content))
         else:  # system and developer: text only
-            out.append({"role": "system", "content": _joined(message.content, ir.Text)})
+            text = _joined(message.content, ir.Text, _REQUEST_SEPARATOR)
+            out.append({"role": "system", "content": text})
     return out
 
 

@@ -14,7 +14,16 @@ Mapping notes (protocols.md A and F are the reference):
 * Reasoning text travels the de-facto way, as ``reasoning_content`` on a message or delta
   (DeepSeek, vLLM); ``reasoning`` (OpenRouter, Ollama) is read too. A refusal becomes text.
 * An assistant turn is reasoning, then content, then tool calls: the wire has no order
-  between them, and its content is one string.
+  between them, and its content is one string. In a request, separate (non-empty) text
+  parts, and separate reasoning parts, are joined with a blank line (``"\n\n"``): they are
+  separate blocks (Anthropic system or history blocks), and run together they would merge
+  words. In a response they are joined as they are: a model's answer split into parts
+  (Anthropic's citation blocks, Gemini's parts) is one text.
+* A ``file`` part carries inline data (``file_data``) or a ``file_id``, never a URL: a
+  document with neither (one known only by its URL) is left out of the request, as OpenAI
+  rejects ``{"type": "file", "file": {}}``. It is not turned into a text part holding the
+  URL: the model could not read the document anyway, and a bare URL invites it to make up
+  what the document says.
 * Tool results leave any message as ``tool`` messages, ahead of what else the message says.
 * Fields the IR does not model travel in :class:`ir.Extra` and come back only in this format.
 
@@ -142,8 +151,16 @@ def _render_part(part: ir.Part) -> dict[str, Any]:
     return {"type": "file", "file": file}
 
 
+def _has_chat_form(part: ir.Part) -> bool:
+    """Whether a user or tool content part can be written: a document needs inline data or
+    a file id (Chat's ``file`` part has no URL)."""
+    return not isinstance(part, ir.Document) or part.data is not None or part.file_id is not None
+
+
 def _render_content(parts: Sequence[ir.Part]) -> str | list[dict[str, Any]]:
-    """One text part as a string, anything else as an array ("" when there is nothing)."""
+    """One text part as a string, anything else as an array ("" when there is nothing);
+    documents with no Chat form are left out."""
+    parts = [part for part in parts if _has_chat_form(part)]
     if not parts:
         return ""
     if len(parts) == 1 and isinstance(parts[0], ir.Text):
@@ -175,11 +192,22 @@ def _parse_assistant(node: Node) -> list[ir.Part]:
     return parts
 
 
-def _render_assistant(parts: Sequence[ir.Part]) -> dict[str, Any]:
-    """An assistant message: its text joined, its reasoning joined, its tool calls."""
-    texts = [part.text for part in parts if isinstance(part, ir.Text)]
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
-    if reasoning := "".join(part.text for part in parts if isinstance(part, ir.Reasoning)):
+def _joined(parts: Sequence[ir.Part], kind: type[ir.Text | ir.Reasoning], separator: str) -> str:
+    """The non-empty texts of the ``kind`` parts, joined with ``separator``."""
+    return separator.join(p.text for p in parts if isinstance(p, kind) and p.text)
+
+
+#: What separates text parts merged into one string in a request (see the module notes).
+_REQUEST_SEPARATOR = "\n\n"
+
+
+def _render_assistant(parts: Sequence[ir.Part], separator: str = "") -> dict[str, Any]:
+    """An assistant message: its text joined, its reasoning joined (with ``separator``),
+    its tool calls."""
+    texts = any(isinstance(part, ir.Text) for part in parts)
+    content = _joined(parts, ir.Text, separator) if texts else None
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if reasoning := _joined(parts, ir.Reasoning, separator):
         message["reasoning_content"] = reasoning
     calls = [part for part in parts if isinstance(part, ir.ToolCall)]
     if calls:
@@ -372,7 +400,7 @@ def _render_message(message: ir.Message) -> list[dict[str, Any]]:
     if message.role is ir.Role.TOOL or (results and len(results) == len(message.content)):
         return rendered
     if message.role is ir.Role.ASSISTANT:
-        out = _render_assistant(message.content)
+        out = _render_assistant(message.content, _REQUEST_SEPARATOR)
     else:
         kinds = _RENDERED_PARTS[message.role]
         parts = [part for part in message.content if isinstance(part, kinds)]

@@ -37,7 +37,7 @@ def request(r: ir.Request) -> ir.Request:
     budget = reasoning.budget_tokens if reasoning is not None else None
     return ir.Request(
         model=r.model,
-        messages=_messages(r.messages),
+        messages=_messages(r.messages, _of_anthropic_origin(r)),
         tools=[_tool(tool) for tool in r.tools],
         tool_choice=choice,
         parallel_tool_calls=parallel,
@@ -60,18 +60,25 @@ def request(r: ir.Request) -> ir.Request:
         stream_usage=r.stream,  # loss: Anthropic streams always report usage, so it is read so
         user=r.user,
         metadata={},  # loss: Anthropic's metadata holds only user_id
-        extra=_extra(r.extra),
+        # loss: another format's extras; the Extra is always there, marking Anthropic origin
+        extra=ir.Extra(format=_NAME, fields=_extra_fields(r.extra)),
         origin=None,  # loss: the origin is the routes' to record, not the format's
     )
 
 
-def _messages(messages: Sequence[ir.Message]) -> list[ir.Message]:
+def _of_anthropic_origin(r: ir.Request) -> bool:
+    """Whether render_request may write r's reasoning (G.1: only Anthropic's own)."""
+    origin = r.origin is not None and r.origin.format == _NAME
+    return origin or (r.extra is not None and r.extra.format == _NAME)
+
+
+def _messages(messages: Sequence[ir.Message], signed: bool) -> list[ir.Message]:
     """The messages as rendered (parts placed by wire role, empty messages left out, same
     roles merged, tool results first) and read back (user turns split into TOOL + USER)."""
     wire: list[tuple[str, list[ir.Part]]] = []
     for message in messages:  # loss: message names
         role = _WIRE_ROLES[message.role]
-        parts = [q for p in message.content if (q := _part(p, role)) is not None]
+        parts = [q for p in message.content if (q := _part(p, role, signed)) is not None]
         if not parts:
             continue  # loss: messages left without content
         if wire and wire[-1][0] == role:
@@ -95,8 +102,9 @@ def _messages(messages: Sequence[ir.Message]) -> list[ir.Message]:
     return out
 
 
-def _part(p: ir.Part, role: str) -> ir.Part | None:
-    """A part in a message of wire role ``role``, read back; None when it is left out."""
+def _part(p: ir.Part, role: str, signed: bool) -> ir.Part | None:
+    """A part in a message of wire role ``role`` of a request of Anthropic origin or not
+    (``signed``), read back; None when it is left out."""
     if isinstance(p, ir.Text):
         # loss: empty text (the API rejects it)
         return ir.Text(text=p.text, cache_control=p.cache_control) if p.text else None
@@ -112,6 +120,10 @@ def _part(p: ir.Part, role: str) -> ir.Part | None:
                 cache_control=p.cache_control,
             )
         if isinstance(p, ir.Reasoning):
+            if not signed:
+                # loss: reasoning of a request not of Anthropic origin, signed or redacted by
+                # another provider or not at all (G.1: Anthropic rejects foreign signatures)
+                return None
             if p.redacted and p.data is not None:
                 return ir.Reasoning(data=p.data, redacted=True)  # loss: text beside redacted data
             if p.signature:  # loss: data beside a signature
@@ -125,7 +137,7 @@ def _part(p: ir.Part, role: str) -> ir.Part | None:
     if isinstance(p, ir.ToolResult):
         return ir.ToolResult(
             call_id=p.call_id,
-            content=[q for c in p.content if (q := _part(c, "user")) is not None],
+            content=[q for c in p.content if (q := _part(c, "user", signed)) is not None],
             is_error=p.is_error,
             name=None,  # loss: results link to calls by id only
             cache_control=p.cache_control,
@@ -247,6 +259,10 @@ def _reasoning(c: ir.ReasoningConfig | None) -> ir.ReasoningConfig | None:
         summary=None,  # loss: Responses summary mode
         include_thoughts=None,  # loss: Gemini's includeThoughts
     )
+
+
+def _extra_fields(e: ir.Extra | None) -> dict[str, Any]:
+    return dict(e.fields) if e is not None and e.format == _NAME else {}
 
 
 def _extra(e: ir.Extra | None) -> ir.Extra | None:

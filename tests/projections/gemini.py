@@ -1,9 +1,9 @@
 """What Gemini generateContent can express of the IR (see tests/projections/__init__.py).
 
-Four pure helpers of the format are used as they are, since each has its own tests:
+Five pure helpers of the format are used as they are, since each has its own tests:
 ``clean_schema`` (F.7's schema subset), ``arguments_object`` (arguments text as an object),
-``signature_out`` (which signatures can be written) and ``media_type_of`` (the mimeType of an
-inline part).
+``signature_out`` (which signatures can be written), ``media_type_of`` (the mimeType of an
+inline part) and ``url_media_type`` (the media type a URL's extension says).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from mux import ir
 from mux.errors import status_for_kind
 from mux.formats._parts import arguments_object
-from mux.formats.gemini import clean_schema, media_type_of, signature_out
+from mux.formats.gemini import clean_schema, media_type_of, signature_out, url_media_type
 from mux.framing import dumps
 
 __all__ = ["events", "request", "response"]
@@ -141,8 +141,21 @@ def _media(p: ir.Part) -> ir.Image | ir.Document | ir.Audio | None:
     url = getattr(p, "url", None)
     if url is None:
         return None
-    # loss: an image by URL without a type is a document unless its URL ends like an image
-    media_type = p.media_type
+    assert isinstance(p, ir.Image | ir.Document)
+    media_type = p.media_type or None
+    if media_type is None:
+        guessed = url_media_type(url)
+        if isinstance(p, ir.Image):
+            # loss: an image by URL without a type gets the type its URL's extension says,
+            # or image/jpeg when that is not an image type (fileData needs a mimeType)
+            media_type = guessed if guessed and guessed.startswith("image/") else "image/jpeg"
+        else:
+            # loss: a document by URL without a type gets the type its URL's extension says
+            # (none when it says nothing)
+            media_type = guessed
+    # loss: a part by URL is an image if its type says so (a document of an image type is
+    # an image; an image of another type a document); with no type, a document, unless its
+    # URL ends like an image
     name = url.split("?", 1)[0].split("#", 1)[0].rsplit("/", 1)[-1]
     extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     image = (media_type or "").lower().startswith("image/") or (

@@ -76,21 +76,31 @@ def _image(p: ir.Image) -> ir.Image:
     return ir.Image(media_type=sniff_image_type(p.data), data=p.data)
 
 
+# Requests join separate text (and reasoning) parts with a blank line; answers as they are.
+_REQUEST_SEPARATOR = "\n\n"
+
+
+def _joined(parts: Sequence[ir.Part], kind: type[ir.Text | ir.Reasoning], separator: str) -> str:
+    # loss: separate parts join into one string, the non-empty ones with the separator
+    return separator.join(p.text for p in parts if isinstance(p, kind) and p.text)
+
+
 def _text_and_images(parts: Sequence[ir.Part]) -> list[ir.Part]:
-    """A message's ``content`` and ``images``: text parts joined into one (none when empty),
-    then the inline images."""
+    """A request message's ``content`` and ``images``: text parts joined into one (none when
+    empty), then the inline images."""
     # loss: documents, audio, images by URL; the order of text and images
-    text = "".join(p.text for p in parts if isinstance(p, ir.Text))
+    text = _joined(parts, ir.Text, _REQUEST_SEPARATOR)
     images = [_image(p) for p in parts if isinstance(p, ir.Image) and p.data is not None]
     return [*([ir.Text(text=text)] if text else []), *images]
 
 
-def _assistant(parts: Sequence[ir.Part]) -> list[ir.Part]:
-    """An assistant turn: reasoning, then text, then tool calls."""
+def _assistant(parts: Sequence[ir.Part], separator: str = "") -> list[ir.Part]:
+    """An assistant turn: reasoning, then text, then tool calls; parts of one kind joined
+    with ``separator`` (a request's) or as they are (an answer's)."""
     # loss: images, audio, documents and tool results in an assistant turn
     # loss: reasoning signatures and encrypted or redacted reasoning; reasoning parts join
-    reasoning = "".join(p.text for p in parts if isinstance(p, ir.Reasoning))
-    text = "".join(p.text for p in parts if isinstance(p, ir.Text))
+    reasoning = _joined(parts, ir.Reasoning, separator)
+    text = _joined(parts, ir.Text, separator)
     calls = [
         # loss: signatures and cache_control; arguments become compact JSON objects
         ir.ToolCall(id=p.id, name=p.name, arguments=arguments(p.arguments))
@@ -125,13 +135,14 @@ def _messages(messages: Sequence[ir.Message]) -> list[ir.Message]:
             continue
         # loss: every message's name
         if m.role is ir.Role.ASSISTANT:
-            out.append(ir.Message(role=ir.Role.ASSISTANT, content=_assistant(m.content)))
+            content = _assistant(m.content, _REQUEST_SEPARATOR)
+            out.append(ir.Message(role=ir.Role.ASSISTANT, content=content))
             names |= {p.id: p.name for p in m.content if isinstance(p, ir.ToolCall)}
         elif m.role is ir.Role.USER:
             out.append(ir.Message(role=ir.Role.USER, content=_text_and_images(m.content)))
         else:
             # loss: developer is system; a system message holds only its text, joined
-            text = "".join(p.text for p in m.content if isinstance(p, ir.Text))
+            text = _joined(m.content, ir.Text, _REQUEST_SEPARATOR)
             content = [ir.Text(text=text)] if text else []
             out.append(ir.Message(role=ir.Role.SYSTEM, content=content))
     return out

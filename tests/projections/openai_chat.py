@@ -54,7 +54,7 @@ def _chat_message(m: ir.Message) -> list[ir.Message]:
     if m.role is ir.Role.TOOL or (results and len(results) == len(m.content)):
         return out
     if m.role is ir.Role.ASSISTANT:
-        content = _chat_assistant(m.content)
+        content = _chat_assistant(m.content, _REQUEST_SEPARATOR)
     else:
         # loss: parts the role cannot hold (system and developer messages hold only text)
         kinds = _CHAT_USER_PARTS if m.role is ir.Role.USER else (ir.Text,)
@@ -63,6 +63,13 @@ def _chat_message(m: ir.Message) -> list[ir.Message]:
 
 
 def _chat_content(parts: Sequence[ir.Part]) -> list[ir.Part]:
+    # loss: documents with neither inline data nor a file id (known only by URL, or by
+    # nothing): Chat's file part cannot carry a URL, so they are left out
+    parts = [
+        p
+        for p in parts
+        if not isinstance(p, ir.Document) or p.data is not None or p.file_id is not None
+    ]
     # loss: empty content is sent as "" and read back as one empty text part
     return [_chat_part(p) for p in parts] or [ir.Text(text="")]
 
@@ -99,11 +106,16 @@ def _chat_tool_result(p: ir.ToolResult) -> ir.ToolResult:
     )
 
 
-def _chat_assistant(parts: Sequence[ir.Part]) -> list[ir.Part]:
+# Requests join separate text (and reasoning) parts with a blank line; responses as they are.
+_REQUEST_SEPARATOR = "\n\n"
+
+
+def _chat_assistant(parts: Sequence[ir.Part], separator: str = "") -> list[ir.Part]:
     """An assistant turn: reasoning, then text, then tool calls (no order on the wire)."""
     # loss: images, audio, documents and tool results in an assistant turn
-    # loss: reasoning signatures and encrypted or redacted reasoning; reasoning parts merge
-    reasoning = "".join(p.text for p in parts if isinstance(p, ir.Reasoning))
+    # loss: reasoning signatures and encrypted or redacted reasoning; reasoning parts merge,
+    # the non-empty ones joined with the separator
+    reasoning = separator.join(p.text for p in parts if isinstance(p, ir.Reasoning) and p.text)
     texts = [p.text for p in parts if isinstance(p, ir.Text)]
     calls = [
         # loss: tool-call signatures (Gemini thoughtSignature) and cache_control
@@ -113,7 +125,8 @@ def _chat_assistant(parts: Sequence[ir.Part]) -> list[ir.Part]:
     ]
     return [
         *([ir.Reasoning(text=reasoning)] if reasoning else []),
-        *([ir.Text(text="".join(texts))] if texts else []),  # loss: text parts merge into one
+        # loss: text parts merge into one, the non-empty ones joined with the separator
+        *([ir.Text(text=separator.join(t for t in texts if t))] if texts else []),
         *calls,
     ]
 
