@@ -761,8 +761,7 @@ class StreamParser:
         for choice in choices:
             if (choice["index"].optional(Node.integer) or 0) != 0 or self._finish is not None:
                 continue
-            if not choice["delta"].absent:
-                events += self._delta(choice["delta"])
+            events += self._choice(choice)
             if finish := choice["finish_reason"].optional(Node.string):
                 events += self._close_part()
                 self._finish = finish
@@ -771,6 +770,10 @@ class StreamParser:
             if self._finish is not None and not choices:  # OpenAI's closing usage chunk
                 events += self._end()
         return events
+
+    def _choice(self, choice: Node) -> list[ir.Event]:
+        """The events of the first choice's content in one chunk (Completions overrides it)."""
+        return [] if choice["delta"].absent else self._delta(choice["delta"])
 
     def _delta(self, delta: Node) -> list[ir.Event]:
         events: list[ir.Event] = []

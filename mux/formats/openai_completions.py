@@ -27,11 +27,11 @@ own); a failure inside a stream is a ``{"error": ...}`` chunk, as in Chat.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from mux import ir
-from mux.errors import MuxError, RequestError, UpstreamError
+from mux.errors import MuxError, RequestError
 from mux.formats._json import (
     Node,
     extract_extra,
@@ -41,15 +41,10 @@ from mux.formats._json import (
     with_extra,
 )
 
-# Completions shares Chat's usage object, error envelope and mid-stream error chunk.
-from mux.formats.openai_chat import (
-    parse_usage,
-    render_usage,
-    stream_error,
-    parse_error,
-    render_error,
-)
-from mux.framing import FramingError, SSEDecoder, SSEMessage, dumps, loads, sse
+# Completions shares Chat's usage object, error envelope and stream parser.
+from mux.formats.openai_chat import StreamParser as _ChatStreamParser
+from mux.formats.openai_chat import parse_error, parse_usage, render_error, render_usage
+from mux.framing import dumps, sse
 
 __all__ = [
     "NAME",
@@ -316,93 +311,20 @@ class StreamRenderer:
         return sse(dumps(chunk))
 
 
-class StreamParser:
+class StreamParser(_ChatStreamParser):
     """An upstream's Completions SSE bytes to IR stream events.
 
-    The first choice's text is one part (index 0), ended at its ``finish_reason``. Usage
-    and the finish are held until the usage chunk, ``[DONE]`` or :meth:`close`, and come
-    out as :class:`ir.UsageUpdate` then :class:`ir.Finish`.
+    Chat's parser, reading each chunk's ``text`` instead of its ``delta``: the first choice's
+    text is one part (index 0), ended at its ``finish_reason``; usage and the finish are held
+    until the usage chunk, ``[DONE]`` or :meth:`close`.
 
     Raises (from :meth:`feed` and :meth:`close`):
       UpstreamError: the bytes are not a Completions stream.
     """
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
-        self._started = False
-        self._open = False  # the text part is open
-        self._finish: str | None = None
-        self._usage: ir.Usage | None = None
-        self._done = False
-
-    def feed(self, data: bytes) -> list[ir.Event]:
-        """The events the bytes ``data`` completed."""
-        return self._decode(self._sse.feed, data)
-
-    def close(self) -> list[ir.Event]:
-        """End of the upstream body: the held finish, or an error if the stream broke off."""
-        events = self._decode(lambda _: self._sse.close(), b"")
-        return events if self._done else events + self._end()
-
-    def _decode(self, decode: Callable[[bytes], list[SSEMessage]], data: bytes) -> list[ir.Event]:
-        try:
-            messages = decode(data)
-        except FramingError as exc:
-            message = f"malformed upstream stream: {exc}"
-            raise UpstreamError(ir.ErrorKind.UPSTREAM, message) from exc
-        return [event for message in messages for event in self._message(message.data)]
-
-    def _message(self, data: str) -> list[ir.Event]:
-        if self._done or not data.strip():
-            return []
-        if data.startswith("[DONE]"):
-            return self._end()
-        try:
-            chunk = Node(loads(data), "", upstream_error)
-        except FramingError as exc:
-            message = f"malformed upstream chunk: {exc}"
-            raise UpstreamError(ir.ErrorKind.UPSTREAM, message) from exc
-        chunk.object()
-        error = chunk["error"]
-        if not error.absent and error.value:  # the SDK's test: a truthy "error"
-            self._done = True
-            return [stream_error(error.value)]
+    def _choice(self, choice: Node) -> list[ir.Event]:
         events: list[ir.Event] = []
-        if not self._started:
-            self._started = True
-            events.append(
-                ir.StreamStart(
-                    id=chunk["id"].optional(Node.string) or "",
-                    model=chunk["model"].optional(Node.string) or "",
-                    created=chunk["created"].optional(Node.integer),
-                )
-            )
-        choices = chunk["choices"].optional(Node.array) or []
-        for choice in choices:
-            if (choice["index"].optional(Node.integer) or 0) != 0 or self._finish is not None:
-                continue
-            if text := choice["text"].optional(Node.string):
-                self._open = True
-                events.append(ir.TextDelta(index=0, text=text))
-            if finish := choice["finish_reason"].optional(Node.string):
-                events += self._close_part()
-                self._finish = finish
-        if not chunk["usage"].absent:
-            self._usage = parse_usage(chunk["usage"])
-            if self._finish is not None and not choices:  # OpenAI's closing usage chunk
-                events += self._end()
+        if text := choice["text"].optional(Node.string):
+            events.append(ir.TextDelta(index=self._open("text", events), text=text))
         return events
 
-    def _close_part(self) -> list[ir.Event]:
-        if not self._open:
-            return []
-        self._open = False
-        return [ir.PartEnd(index=0)]
-
-    def _end(self) -> list[ir.Event]:
-        self._done = True
-        if self._finish is None:
-            message = "the upstream stream ended without a finish reason"
-            return [ir.StreamError(kind=ir.ErrorKind.UPSTREAM, message=message, status=502)]
-        usage = [] if self._usage is None else [ir.UsageUpdate(usage=self._usage)]
-        return [*usage, ir.Finish(stop_reason=_stop_reason(self._finish))]
