@@ -27,9 +27,9 @@ from mux.router import AccountState, Router
 from mux.routes import Gateway
 from mux.server import Limits, Server
 
-upstreams = pytest.importorskip("tests.upstreams")
-api = pytest.importorskip("mux.providers.api")
-upstream_module = pytest.importorskip("mux.upstream")
+import mux.upstream as upstream_module
+from mux.providers import api
+from tests import upstreams
 
 T = TypeVar("T")
 

@@ -83,10 +83,7 @@ class Format:
 
 
 def load(name: str) -> Format:
-    """The format ``name``; skips the test when its module or projection has not landed."""
-    for module in (f"mux.formats.{name}", f"tests.projections.{name}"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} has not landed yet")
+    """The format ``name``, with its projection module."""
     return Format(
         name=name,
         module=importlib.import_module(f"mux.formats.{name}"),
