@@ -351,6 +351,9 @@ def _logout(provider: str, account: str | None, config_path: str | None) -> int:
 
 def _serve(config_path: str | None, *, host: str | None, port: int | None, fake: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every upstream request at INFO: the access log already has one line each.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = load_config(find_config_path(config_path))
         if host is not None:

@@ -53,11 +53,17 @@ def dumps(obj: Any) -> bytes:
       ValueError: ``obj`` holds a NaN or infinite float, which JSON cannot express.
       TypeError: ``obj`` holds something that is not JSON data.
     """
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: json.dumps/json.loads with any non-default option build a new encoder or
+# decoder per call, which bench.profile measured at ~8% of translation time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def loads(data: bytes | str) -> Any:
@@ -67,7 +73,9 @@ def loads(data: bytes | str) -> Any:
       FramingError: ``data`` is not UTF-8, not JSON, or nested too deeply to decode.
     """
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        if isinstance(data, bytes):  # as json.loads does: UTF-8, -16 or -32, BOM or not
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        return _DECODER.decode(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
         raise FramingError(f"invalid JSON: {exc}") from exc
 
