@@ -395,13 +395,15 @@ class _Connection:
                 await self._send_error(500, "The server made an invalid response.")
                 return
             exchange.status, exchange.model = response.status, response.model
-            await self._send(head)
             body = response.body
             if request.method == "HEAD" or response.status in _BODILESS_STATUSES:
-                pass
+                await self._send(head, h11.EndOfMessage())
             elif isinstance(body, bytes | bytearray):
-                await self._send(h11.Data(data=body))
+                await self._send(head, h11.Data(data=body), h11.EndOfMessage())
             else:
+                # The head goes out with the first chunk, in one write: the routes return a
+                # stream only once its first event is there, so this does not delay the head.
+                head_out = False
                 while True:
                     try:
                         chunk = await anext(body)
@@ -410,13 +412,23 @@ class _Connection:
                     except StopAsyncIteration:
                         break
                     except Exception:
-                        # Headers are out: the only way left to say "failed" is to cut the body.
+                        # The response has started: the only way to say "failed" is to cut the
+                        # body (after the head, if it is not out yet, as for any stream).
                         where = (request.method, request.raw_path)
                         logger.exception("Response stream failed on %s %s; dropping it", *where)
+                        if not head_out:
+                            await self._send(head)
                         self.h11.send_failed()
                         return
-                    await self._send(h11.Data(data=chunk))
-            await self._send(h11.EndOfMessage())
+                    if head_out:
+                        await self._send(h11.Data(data=chunk))
+                    else:
+                        await self._send(head, h11.Data(data=chunk))
+                        head_out = True
+                if head_out:
+                    await self._send(h11.EndOfMessage())
+                else:
+                    await self._send(head, h11.EndOfMessage())
 
     def _response_head(self, response: HttpResponse) -> h11.Response:
         """Raises: TypeError, ValueError or h11.LocalProtocolError for a malformed response."""
@@ -473,24 +485,32 @@ class _Connection:
         if close or self.server._closing:
             headers.append(("connection", "close"))
         reason = _REASONS[status]
-        await self._send(h11.Response(status_code=status, headers=headers, reason=reason))
+        head = h11.Response(status_code=status, headers=headers, reason=reason)
         if self.method != "HEAD":
-            await self._send(h11.Data(data=body))
-        await self._send(h11.EndOfMessage())
+            await self._send(head, h11.Data(data=body), h11.EndOfMessage())
+        else:
+            await self._send(head, h11.EndOfMessage())
 
-    async def _send(self, event: h11.Event) -> None:
-        """Write one event.
+    async def _send(self, *events: h11.Event) -> None:
+        """Write events, all in one write.
 
         Raises:
           _PeerGone: the write failed, or took longer than send_timeout.
         """
-        data = self.h11.send(event)
+        # Passthrough: a body is copied once, by the join, not by h11 and again here.
+        pieces: list[bytes] = []
+        for event in events:
+            pieces.extend(self.h11.send_with_data_passthrough(event) or ())
+        data = b"".join(pieces)
         if not data:
             return
+        # A plain deadline scope rather than fail_after (a generator-based context manager):
+        # this runs for every chunk of every stream.
+        deadline = trio.CancelScope(deadline=trio.current_time() + self.limits.send_timeout)
         try:
-            with trio.fail_after(self.limits.send_timeout):
+            with deadline:
                 await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.h11.send_failed()
             self.peer_gone = True
             raise _PeerGone from exc
@@ -498,6 +518,10 @@ class _Connection:
             # Cancelled mid-write: part of the message may be out, so the connection is unusable.
             self.h11.send_failed()
             raise
+        if deadline.cancelled_caught:  # took longer than send_timeout
+            self.h11.send_failed()
+            self.peer_gone = True
+            raise _PeerGone from trio.TooSlowError()
 
     async def _receive(self) -> bytes:
         """The peer's next bytes; b"" once it has closed or reset the connection."""

@@ -197,17 +197,25 @@ class UpstreamResponse:
             (502) when the connection breaks or the framing is wrong.
         """
         call = self._call
+        seconds = call.timeouts.idle
+        if seconds < 0 or math.isnan(seconds):  # what trio.move_on_after refused
+            raise ValueError("the idle timeout must be a non-negative number")
         pieces = self._response.aiter_bytes()
         try:
             while True:
-                with trio.move_on_after(call.timeouts.idle) as idle:
-                    with call.translate("reading the answer"):
-                        try:
-                            chunk = await anext(pieces)
-                        except StopAsyncIteration:
-                            return
+                # A plain deadline scope per wait: the hot path, so no move_on_after wrapper
+                # and no translate() context manager (httpx errors are rare; they are
+                # converted below, by translate() all the same). One scope for the whole
+                # body is not possible: a cancel scope must not stay open across a yield.
+                with trio.CancelScope(deadline=trio.current_time() + seconds) as idle:
+                    try:
+                        chunk = await anext(pieces)
+                    except StopAsyncIteration:
+                        return
+                    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                        with call.translate("reading the answer"):
+                            raise exc
                 if idle.cancelled_caught:
-                    seconds = call.timeouts.idle
                     what = f"the answer stalled: nothing arrived for {seconds:g}s"
                     raise call.error(ErrorKind.TIMEOUT, what)
                 if chunk:
