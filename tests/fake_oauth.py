@@ -17,6 +17,16 @@ A :class:`FakeService` of kind ``claude`` or ``codex`` checks what the real serv
   :class:`tests.upstreams.FakeUpstream`'s hand-written wire bytes (script with ``push``),
   after checking the bearer token is the account's current one (401 otherwise) and the
   headers and body rules of the service.
+
+A :class:`FakeCopilot` is GitHub's side of Copilot: the device flow (``/login/device/code``
+and ``/login/oauth/access_token``: form bodies, the Copilot app's client id, the scope, the
+device grant type and device code, ``Accept: application/json``; a script of
+``authorization_pending`` / ``slow_down`` answers, 200s as GitHub sends them), ``/user`` and
+the token exchange ``/copilot_internal/v2/token`` (``Authorization: token <github token>``;
+401 once the GitHub token is revoked), and the Copilot chat API (``/chat/completions``,
+``/models``): the current Copilot token as a Bearer (401 for an old or unknown one) and the
+editor headers (``editor-version``, ``editor-plugin-version``, ``copilot-integration-id``,
+``openai-intent``, ``x-request-id``).
 """
 
 from __future__ import annotations
@@ -34,12 +44,12 @@ import attrs
 import trio
 
 from mux.framing import dumps, loads
-from mux.providers.catalog import CLAUDE, CODEX
+from mux.providers.catalog import CLAUDE, CODEX, COPILOT
 from mux.server import HttpRequest, HttpResponse, Limits, Server
 from tests.upstreams import FakeUpstream, Received, _Refuse
 
-__all__ = ["FakeService", "Gateway", "ServiceAccount", "jwt", "save_account", "start_gateway",
-           "start_service"]
+__all__ = ["FakeCopilot", "FakeService", "Gateway", "ServiceAccount", "jwt", "save_account",
+           "save_copilot", "start_copilot", "start_gateway", "start_service"]
 
 
 def jwt(claims: dict[str, Any]) -> str:
@@ -406,6 +416,253 @@ async def start_service(nursery: trio.Nursery, kind: str, **options: Any) -> Fak
     server = Server(service.handle, limits=Limits(graceful_timeout=0.2, keep_alive_timeout=10))
     service.port = await nursery.start(server.serve, "127.0.0.1", 0)
     return service
+
+
+# --------------------------------------------------------------------------------------------
+# GitHub Copilot
+
+
+@attrs.define
+class CopilotUser:
+    login: str
+    #: The current GitHub token (None: none issued, or revoked).
+    github: str | None = None
+    #: The current Copilot token.
+    copilot: str | None = None
+
+
+class _CopilotApi(FakeUpstream):
+    """Copilot's chat API: FakeUpstream's OpenAI answers behind Copilot's checks."""
+
+    def __init__(self, service: FakeCopilot) -> None:
+        super().__init__("openai", keys=())
+        self.service = service
+        #: What ``/models`` lists: ``(id, capabilities.type)``.
+        self.catalog: list[tuple[str, str]] = [("gpt-4.1", "chat"), ("claude-sonnet-4", "chat"),
+                                               ("text-embedding-3-small", "embeddings")]
+
+    def _route(self, request: HttpRequest) -> Any:
+        table = {("POST", "/chat/completions"): self._generate, ("GET", "/models"): self._list}
+        found = table.get((request.method, request.path))
+        if found is None:
+            raise _Refuse(404, f"Unknown request URL: {request.method} {request.path}.")
+        return found
+
+    def _check_auth(self, request: HttpRequest) -> None:
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ")
+        user = self.service.by_copilot.get(token) if auth.startswith("Bearer ") else None
+        if user is None or user.copilot != token:
+            raise _Refuse(401, "unauthorized: token expired")
+        for name in ("editor-version", "editor-plugin-version", "copilot-integration-id",
+                     "openai-intent", "user-agent"):
+            if request.headers.get(name) != COPILOT.HEADERS[name]:
+                raise _Refuse(400, f"bad request: missing or unknown {name} header")
+        if not request.headers.get("x-request-id"):
+            raise _Refuse(400, "bad request: missing x-request-id header")
+
+    async def _list(self, request: HttpRequest, body: Any, action: Any) -> HttpResponse:
+        data = [{"id": name, "object": "model", "vendor": "x", "model_picker_enabled": True,
+                 "capabilities": {"type": type_, "family": name}} for name, type_ in self.catalog]
+        return _json(200, {"object": "list", "data": data})
+
+
+class FakeCopilot:
+    """GitHub's device flow, user and token-exchange endpoints and the Copilot API on one
+    port; see the module docstring."""
+
+    kind = "copilot"
+
+    def __init__(self, *, expires_in: float = 1800.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.port = 0
+        self.expires_in = expires_in
+        self.clock = clock
+        self.api = _CopilotApi(self)
+        #: Requests to GitHub (the Copilot API's are in ``api.requests``).
+        self.github_requests: list[Received] = []
+        self.users: dict[str, CopilotUser] = {}
+        self.by_github: dict[str, CopilotUser] = {}
+        self.by_copilot: dict[str, CopilotUser] = {}
+        #: Who the next device flow logs in as (the first user when None).
+        self.login_as: str | None = None
+        #: The error answers of the next token polls, in order, before the token.
+        self.poll_script: list[str] = ["authorization_pending", "slow_down"]
+        #: The interval a slow_down answer names (GitHub sends the new interval).
+        self.slow_down_interval = 0.3
+        self.polls: list[float] = []
+        self.exchanges = 0
+        #: Seconds each exchange takes (to make concurrent requests overlap one).
+        self.exchange_delay = 0.0
+        self._devices: dict[str, CopilotUser] = {}
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {
+            "base-url": self.root,
+            "oauth-device-url": self.root + "/login/device/code",
+            "oauth-token-url": self.root + "/login/oauth/access_token",
+            "token-exchange-url": self.root + "/copilot_internal/v2/token",
+            "user-url": self.root + "/user",
+        }
+
+    def entry(self, name: str = "copilot", *extra: str) -> str:
+        """A ``[[providers]]`` entry (TOML) pointing every URL here."""
+        urls = self.urls
+        return "\n".join([
+            "[[providers]]", f'name = "{name}"', 'type = "copilot"',
+            f'base-url = "{urls["base-url"]}"',
+            f'oauth-device-url = "{urls["oauth-device-url"]}"',
+            f'oauth-token-url = "{urls["oauth-token-url"]}"',
+            f'urls = {{ "token-exchange-url" = "{urls["token-exchange-url"]}", '
+            f'"user-url" = "{urls["user-url"]}" }}',
+            "connect-timeout = 2.0", "first-byte-timeout = 5.0", "stream-timeout = 5.0", *extra,
+        ]) + "\n"
+
+    def add_user(self, login: str) -> CopilotUser:
+        user = self.users[login] = CopilotUser(login=login)
+        return user
+
+    def issue_github(self, login: str) -> str:
+        """A new GitHub token for ``login`` (as a device login would)."""
+        user = self.users.get(login) or self.add_user(login)
+        self.by_github.pop(user.github or "", None)
+        user.github = "gho_" + secrets.token_urlsafe(27)
+        self.by_github[user.github] = user
+        return user.github
+
+    def expire_copilot(self, login: str) -> None:
+        """The user's Copilot token stops working early (the GitHub token still works)."""
+        user = self.users[login]
+        self.by_copilot.pop(user.copilot or "", None)
+        user.copilot = None
+
+    def revoke(self, login: str) -> None:
+        """The GitHub token dies (the app's authorization was removed): exchanges answer 401."""
+        self.expire_copilot(login)
+        user = self.users[login]
+        self.by_github.pop(user.github or "", None)
+        user.github = None
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        github = {
+            ("POST", "/login/device/code"): self._device_code,
+            ("POST", "/login/oauth/access_token"): self._access_token,
+            ("GET", "/user"): self._user,
+            ("GET", "/copilot_internal/v2/token"): self._exchange,
+        }
+        handler = github.get((request.method, request.path))
+        if handler is None:
+            return await self.api.handle(request)
+        self.github_requests.append(Received(
+            method=request.method, path=request.path, query=dict(request.query),
+            headers=dict(request.headers), body=request.body, client=request.client))
+        return await handler(request)
+
+    def _form(self, request: HttpRequest) -> dict[str, str] | None:
+        if not request.headers.get("content-type", "").startswith(
+                "application/x-www-form-urlencoded"):
+            return None
+        return dict(urllib.parse.parse_qsl(request.body.decode()))
+
+    async def _device_code(self, request: HttpRequest) -> HttpResponse:
+        form = self._form(request)
+        if form is None or form.get("client_id") != COPILOT.CLIENT_ID:
+            return _json(400, {"error": "invalid_client"}) if form is not None else \
+                _json(415, {"error": "unsupported_media_type"})
+        if set(form.get("scope", "").split()) != set(COPILOT.SCOPES):
+            return _json(400, {"error": "invalid_scope"})
+        device = secrets.token_hex(20)
+        self._devices[device] = self.users[self.login_as or next(iter(self.users))]
+        return _json(200, {"device_code": device, "user_code": "WDJB-MJHT",
+                           "verification_uri": self.root + "/login/device",
+                           "expires_in": 900, "interval": 0})
+
+    async def _access_token(self, request: HttpRequest) -> HttpResponse:
+        # Without Accept: application/json GitHub answers form-encoded: mux must ask for JSON.
+        if request.headers.get("accept") != "application/json":
+            return HttpResponse(status=200, headers=[
+                ("content-type", "application/x-www-form-urlencoded")],
+                body=b"error=not_json")
+        form = self._form(request)
+        if form is None or form.get("client_id") != COPILOT.CLIENT_ID:
+            return _json(200, {"error": "incorrect_client_credentials"})
+        if form.get("grant_type") != COPILOT.DEVICE_GRANT:
+            return _json(200, {"error": "unsupported_grant_type"})
+        user = self._devices.get(form.get("device_code", ""))
+        if user is None:
+            return _json(200, {"error": "bad_verification_code"})
+        self.polls.append(time.monotonic())
+        if self.poll_script:
+            error = self.poll_script.pop(0)
+            answer: dict[str, Any] = {"error": error, "error_description": error}
+            if error == "slow_down":
+                answer["interval"] = self.slow_down_interval
+            return _json(200, answer)
+        del self._devices[form["device_code"]]
+        return _json(200, {"access_token": self.issue_github(user.login),
+                           "token_type": "bearer", "scope": " ".join(COPILOT.SCOPES)})
+
+    def _github_user(self, request: HttpRequest) -> CopilotUser | None:
+        auth = request.headers.get("authorization", "")
+        return self.by_github.get(auth.removeprefix("token ")) if auth.startswith("token ") \
+            else None
+
+    async def _user(self, request: HttpRequest) -> HttpResponse:
+        user = self._github_user(request)
+        if user is None:
+            return _json(401, {"message": "Bad credentials",
+                               "documentation_url": "https://docs.github.com/rest"})
+        return _json(200, {"login": user.login, "id": 1000 + len(user.login), "type": "User"})
+
+    async def _exchange(self, request: HttpRequest) -> HttpResponse:
+        user = self._github_user(request)
+        if user is None:
+            return _json(401, {"message": "Bad credentials",
+                               "documentation_url": "https://docs.github.com/rest"})
+        self.exchanges += 1
+        if self.exchange_delay:
+            await trio.sleep(self.exchange_delay)
+        expires_at = int(self.clock() + self.expires_in)
+        self.by_copilot.pop(user.copilot or "", None)
+        user.copilot = f"tid={secrets.token_hex(16)};exp={expires_at};sku=copilot_pro"
+        self.by_copilot[user.copilot] = user
+        return _json(200, {"token": user.copilot, "expires_at": expires_at,
+                           "refresh_in": int(self.expires_in) - 300,
+                           "endpoints": {"api": self.root}, "sku": "copilot_pro"})
+
+
+async def start_copilot(nursery: trio.Nursery, **options: Any) -> FakeCopilot:
+    """A :class:`FakeCopilot` listening on a free loopback port, served in ``nursery``."""
+    service = FakeCopilot(**options)
+    server = Server(service.handle, limits=Limits(graceful_timeout=0.2, keep_alive_timeout=10))
+    service.port = await nursery.start(server.serve, "127.0.0.1", 0)
+    return service
+
+
+def save_copilot(store: Any, service: FakeCopilot, login: str, *,
+                 exchanged: bool = False) -> Any:
+    """A GitHub token for ``login`` saved in ``store`` as an import leaves it (no Copilot
+    token yet), or with ``exchanged`` as a login leaves it (a current Copilot token)."""
+    from mux.auth import Credentials
+    from mux.providers.copilot import UNEXCHANGED
+
+    github = service.issue_github(login)
+    user = service.users[login]
+    access, expires_at = UNEXCHANGED, 0.0
+    if exchanged:
+        access = user.copilot = f"tid={secrets.token_hex(16)}"
+        service.by_copilot[access] = user
+        expires_at = time.time() + service.expires_in
+    credentials = Credentials(provider="copilot", account=login, access_token=access,
+                              refresh_token=github, expires_at=expires_at,
+                              extras={"login": login})
+    store.save(credentials)
+    return credentials
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Plain data, no logic: providers change these details often (a new client version, a new
 beta, a moved endpoint), and this module is the one place to update them. The logic lives in
-``mux/providers/claude.py`` and ``mux/providers/codex.py``. Each ``URLS`` table uses the
-names the config uses: a ``[[providers]]`` entry overrides ``base-url``,
+``mux/providers/claude.py``, ``mux/providers/codex.py`` and ``mux/providers/copilot.py``. Each
+``URLS`` table uses the names the config uses: a ``[[providers]]`` entry overrides ``base-url``,
 ``oauth-authorize-url``, ``oauth-token-url`` and ``oauth-device-url`` with those keys, and
 any other name here with ``urls = { name = "..." }`` (the README lists them).
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-__all__ = ["CLAUDE", "CODEX", "LOGIN_TIMEOUT"]
+__all__ = ["CLAUDE", "CODEX", "COPILOT", "LOGIN_TIMEOUT"]
 
 
 class _Kind:
@@ -148,6 +148,62 @@ class CODEX(_Kind):
         "gpt-5.1-codex",
         "gpt-5.1-codex-mini",
         "gpt-5.1-codex-max",
+    )
+
+
+class COPILOT(_Kind):
+    """GitHub Copilot through the Copilot editor plugins' GitHub app (providers.md "Copilot")."""
+
+    #: The GitHub app of the Copilot editor plugins (device flow only: no redirect).
+    CLIENT_ID: Final = "Iv1.b507a08c87ecfe98"
+    SCOPES: Final = ("read:user",)
+    DEVICE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
+    URLS: Final = MappingProxyType({
+        "base-url": "https://api.githubcopilot.com",
+        "oauth-device-url": "https://github.com/login/device/code",
+        "oauth-token-url": "https://github.com/login/oauth/access_token",
+        # The GitHub token buys short-lived Copilot tokens here.
+        "token-exchange-url": "https://api.github.com/copilot_internal/v2/token",
+        # Who the GitHub token belongs to (``login``): names the account.
+        "user-url": "https://api.github.com/user",
+    })
+    #: What the editor plugins say about themselves on every Copilot call; a client's own
+    #: headers do not override these.
+    EDITOR_VERSION: Final = "vscode/1.104.1"
+    PLUGIN_VERSION: Final = "copilot/1.300.0"
+    HEADERS: Final = MappingProxyType({
+        "user-agent": "GithubCopilot/1.0",
+        "editor-version": EDITOR_VERSION,
+        "editor-plugin-version": PLUGIN_VERSION,
+        "copilot-integration-id": "vscode-chat",
+        "openai-intent": "conversation-panel",
+    })
+    #: Headers of the GitHub API calls (user, token exchange).
+    GITHUB_HEADERS: Final = MappingProxyType({
+        "accept": "application/json",
+        "user-agent": "GithubCopilot/1.0",
+        "editor-version": EDITOR_VERSION,
+        "editor-plugin-version": PLUGIN_VERSION,
+    })
+    #: The Copilot token's life when the exchange names no expiry.
+    DEFAULT_TOKEN_LIFE: Final = 25 * 60.0
+    #: How long the device code stays valid when GitHub does not say (it says 900 s).
+    DEVICE_TIMEOUT: Final = 15 * 60.0
+    #: Where the editor plugins keep the GitHub token: ``apps.json`` (newer) and
+    #: ``hosts.json`` (older) in this directory; ``mux import copilot`` reads both.
+    IMPORT_PATH: Final = "~/.config/github-copilot"
+    IMPORT_FILES: Final = ("apps.json", "hosts.json")
+    #: Served when a ``[[providers]]`` entry lists no models (``discover = true`` asks
+    #: ``{base}/models`` instead).
+    MODELS: Final = (
+        "gpt-4.1",
+        "gpt-4o",
+        "gpt-5",
+        "gpt-5-mini",
+        "o4-mini",
+        "claude-sonnet-4",
+        "claude-sonnet-4.5",
+        "gemini-2.5-pro",
     )
 
 
