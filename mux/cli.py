@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("--no-browser", action="store_true",
                        help="print the login URL instead of opening a browser")
     login.add_argument("--device", action="store_true",
-                       help="use the provider's device flow, where it has one (codex)")
+                       help="use the device flow where a provider has both "
+                       "(codex; copilot always does)")
     login.add_argument("--config", metavar="FILE", help="the config file")
 
     import_ = commands.add_parser(
