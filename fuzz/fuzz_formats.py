@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
@@ -45,6 +44,7 @@ from mux import fidelity, ir
 from mux.errors import MuxError, RequestError, UpstreamError
 from mux.framing import FramingError, JSONArrayDecoder, NDJSONDecoder, SSEDecoder, dumps, loads
 from tests import strategies as strats
+from tests.strategies import splits, wire
 
 __all__ = [
     "FORMATS",
@@ -274,22 +274,8 @@ def stream_bytes(draw: st.DrawFn, name: str = "openai_chat") -> bytes:
     return bytes(data)
 
 
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    """``data`` cut at random places, or byte by byte."""
-    if draw(st.integers(min_value=0, max_value=7)) == 0:
-        return [data[i : i + 1] for i in range(len(data))]
-    cuts = sorted(draw(st.lists(st.integers(min_value=0, max_value=len(data)), max_size=8)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
-
-
 # --------------------------------------------------------------------------------------------
 # Checks
-
-
-def _wire(value: Any) -> Any:
-    return loads(dumps(value))
 
 
 def _from_url(name: str, parsed: ir.Request, sent: ir.Request) -> ir.Request:
@@ -304,7 +290,7 @@ def check_request(name: str, body: Any) -> None:
         request = module.parse_request(body)
     except RequestError:
         return
-    again = _from_url(name, module.parse_request(_wire(module.render_request(request))), request)
+    again = _from_url(name, module.parse_request(wire(module.render_request(request))), request)
     expected = _from_url(name, _projection(name).request(request), request)
     assert again == expected, (body, request)
 
@@ -319,7 +305,7 @@ def check_response(name: str, body: Any) -> None:
     except UpstreamError as error:
         assert error.kind is ir.ErrorKind.UPSTREAM
         return
-    again = module.parse_response(_wire(module.render_response(response)))
+    again = module.parse_response(wire(module.render_response(response)))
     expected = _projection(name).response(response)
     if expected.created is None and again.created is not None:
         again = attrs.evolve(again, created=None)  # the clock's

@@ -20,9 +20,12 @@ import attrs
 from hypothesis import strategies as st
 
 from mux import ir
-from mux.framing import dumps
+from mux.framing import dumps, loads
 
 __all__ = [
+    "feed",
+    "splits",
+    "wire",
     "FORMATS",
     "all_features",
     "audios",
@@ -526,3 +529,33 @@ def all_features() -> set[str]:
         elif isinstance(obj, type) and attrs.has(obj):
             labels |= {name, *(f"{name}.{field.name}" for field in attrs.fields(obj))}
     return labels - {"Request.origin"}
+
+
+# --------------------------------------------------------------------------------------------
+# Wire helpers shared by the format tests
+
+
+def wire(value: Any) -> Any:
+    """``value`` as it arrives after a trip over the network (JSON encoded and decoded)."""
+    return loads(dumps(value))
+
+
+@st.composite
+def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    """``data`` cut at random places (sometimes byte by byte), as a network delivers it.
+
+    Cuts are drawn as fractions of the length: rendered bytes may hold the clock, and
+    hypothesis needs the same draws whatever the length when it replays a case.
+    """
+    if draw(st.integers(0, 9)) == 0:
+        return [data[i : i + 1] for i in range(len(data))]
+    scale = 2**16
+    fractions = draw(st.lists(st.integers(0, scale), max_size=10))
+    cuts = sorted(f * len(data) // scale for f in fractions)
+    return [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
+
+
+def feed(parser: Any, pieces: Sequence[bytes]) -> list[ir.Event]:
+    """Every event a stream parser gives for ``pieces``, then at the end of the body."""
+    events = [event for piece in pieces for event in parser.feed(piece)]
+    return events + parser.close()

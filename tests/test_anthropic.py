@@ -27,8 +27,9 @@ from mux import ir, streams
 from mux.errors import MuxError, RequestError, UpstreamError
 from mux.formats import anthropic
 from mux.formats.anthropic import StreamParser, StreamRenderer
-from mux.framing import SSEDecoder, dumps, loads
+from mux.framing import SSEDecoder, dumps
 from tests import strategies as strats
+from tests.strategies import feed, splits, wire
 from tests.projections import anthropic as projection
 
 fast = settings(deadline=None)  # examples: the profile's (conftest)
@@ -38,27 +39,13 @@ FIXTURE = (
 )
 
 
-def wire(value: Any) -> Any:
-    """``value`` as it arrives after a trip over the network."""
-    return loads(dumps(value))
-
-
 def render_stream(events: Sequence[ir.Event], request: ir.Request | None = None) -> bytes:
     renderer = StreamRenderer(request or ir.Request(model="m", stream=True))
     return b"".join(renderer.render(e) for e in events)
 
 
 def parse_stream(pieces: Sequence[bytes]) -> list[ir.Event]:
-    parser = StreamParser()
-    events = [e for piece in pieces for e in parser.feed(piece)]
-    return events + parser.close()
-
-
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=10)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+    return feed(StreamParser(), pieces)
 
 
 def note_features(value: object) -> None:

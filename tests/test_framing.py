@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from mux.framing import (
     sse,
 )
 from tests.strategies import json_values
+from tests.strategies import splits
 
 fast = settings(deadline=None)  # examples: the profile's (conftest)
 
@@ -30,16 +30,6 @@ fast = settings(deadline=None)  # examples: the profile's (conftest)
 class _Decoder(Protocol):
     def feed(self, data: bytes) -> list[Any]: ...
     def close(self) -> list[Any]: ...
-
-
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    """``data`` cut at random places, sometimes byte by byte."""
-    if draw(st.integers(0, 9)) == 0:
-        return [data[i : i + 1] for i in range(len(data))]
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def decode_all(decoder: _Decoder, pieces: Sequence[bytes]) -> list[Any]:

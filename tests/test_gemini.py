@@ -10,7 +10,6 @@ and streams this module renders, and read the requests it sends.
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -29,17 +28,13 @@ from mux import ir
 from mux.errors import MuxError, RequestError, UpstreamError
 from mux.formats import gemini
 from mux.formats.gemini import StreamParser, StreamRenderer, clean_schema
-from mux.framing import SSEDecoder, dumps, loads
+from mux.framing import SSEDecoder, dumps
 from tests import strategies as strats
+from tests.strategies import feed, splits, wire
 from tests.conftest import FIXTURES
 from tests.projections import gemini as projection
 
 fast = settings(deadline=None)  # examples: the profile's (conftest)
-
-
-def wire(value: Any) -> Any:
-    """``value`` as it arrives after a trip over the network."""
-    return loads(dumps(value))
 
 
 def render_stream(events: Sequence[ir.Event], sse: bool = True) -> bytes:
@@ -48,15 +43,7 @@ def render_stream(events: Sequence[ir.Event], sse: bool = True) -> bytes:
 
 
 def parse_stream(pieces: Sequence[bytes], sse: bool = True) -> list[ir.Event]:
-    parser = StreamParser(sse=sse)
-    events = [e for piece in pieces for e in parser.feed(piece)]
-    return events + parser.close()
-
-
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=10)))
-    return [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
+    return feed(StreamParser(sse=sse), pieces)
 
 
 def note_features(value: object) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import itertools
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -27,19 +26,15 @@ from mux.errors import MuxError, RequestError, UpstreamError
 from mux.formats import anthropic
 from mux.formats import ollama as fmt
 from mux.formats.ollama import GenerateStreamRenderer, StreamParser, StreamRenderer
-from mux.framing import dumps, loads
+from mux.framing import dumps
 from tests import strategies as strats
+from tests.strategies import feed, splits, wire
 from tests.projections import ollama as projection
 
 fast = settings(deadline=None)  # examples: the profile's (conftest)
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
 PNG64 = base64.b64encode(PNG).decode()
-
-
-def wire(value: Any) -> Any:
-    """``value`` as it arrives after a trip over the network."""
-    return loads(dumps(value))
 
 
 def render_stream(
@@ -50,21 +45,7 @@ def render_stream(
 
 
 def parse_stream(pieces: Sequence[bytes]) -> list[ir.Event]:
-    parser = StreamParser()
-    events = [e for piece in pieces for e in parser.feed(piece)]
-    return events + parser.close()
-
-
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    """``data`` cut at random places, drawn as fractions of its length: the bytes may hold
-    the clock (``created_at`` when the stream has no time), and hypothesis needs the same
-    draws whatever the length when it replays a case."""
-    scale = 2**16
-    fractions = draw(st.lists(st.integers(0, scale), max_size=10))
-    cuts = sorted(f * len(data) // scale for f in fractions)
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+    return feed(StreamParser(), pieces)
 
 
 def clear_created(events: list[ir.Event], original: ir.Event) -> list[ir.Event]:

@@ -8,7 +8,6 @@ client (and its stream accumulator) against bodies this module renders.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -27,16 +26,12 @@ from mux import ir
 from mux.errors import MuxError, RequestError, UpstreamError
 from mux.formats import openai_chat
 from mux.formats.openai_chat import StreamParser, StreamRenderer
-from mux.framing import SSEDecoder, dumps, loads
+from mux.framing import SSEDecoder, dumps
 from tests.projections import openai_chat as chat_projection
+from tests.strategies import feed, splits, wire
 from tests import strategies as strats
 
 fast = settings(deadline=None)  # examples: the profile's (conftest)
-
-
-def wire(value: Any) -> Any:
-    """``value`` as it arrives after a trip over the network."""
-    return loads(dumps(value))
 
 
 def render_stream(events: Sequence[ir.Event], request: ir.Request) -> bytes:
@@ -45,16 +40,7 @@ def render_stream(events: Sequence[ir.Event], request: ir.Request) -> bytes:
 
 
 def parse_stream(pieces: Sequence[bytes]) -> list[ir.Event]:
-    parser = StreamParser()
-    events = [e for piece in pieces for e in parser.feed(piece)]
-    return events + parser.close()
-
-
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=10)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+    return feed(StreamParser(), pieces)
 
 
 def stream_request(include_usage: bool) -> ir.Request:

@@ -8,7 +8,6 @@ messages and real upstream chunks.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -25,15 +24,12 @@ from mux.errors import MuxError, RequestError, UpstreamError
 from mux.formats import openai_chat
 from mux.formats import openai_completions as completions
 from mux.formats.openai_completions import StreamParser, StreamRenderer
-from mux.framing import SSEDecoder, dumps, loads
+from mux.framing import SSEDecoder, dumps
 from tests import strategies as strats
+from tests.strategies import feed, splits, wire
 from tests.projections import openai_completions as projection
 
 fast = settings(deadline=None)  # examples: the profile's (conftest)
-
-
-def wire(value: Any) -> Any:
-    return loads(dumps(value))
 
 
 def render_stream(events: Sequence[ir.Event], request: ir.Request) -> bytes:
@@ -42,16 +38,7 @@ def render_stream(events: Sequence[ir.Event], request: ir.Request) -> bytes:
 
 
 def parse_stream(pieces: Sequence[bytes]) -> list[ir.Event]:
-    parser = StreamParser()
-    events = [e for piece in pieces for e in parser.feed(piece)]
-    return events + parser.close()
-
-
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=10)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+    return feed(StreamParser(), pieces)
 
 
 def stream_request(include_usage: bool) -> ir.Request:

@@ -9,7 +9,6 @@ captured Codex request must come back field for field.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,19 +28,15 @@ from mux import ir
 from mux.errors import MuxError, RequestError, UpstreamError
 from mux.formats import openai_responses as responses
 from mux.formats.openai_responses import STATE, StreamParser, StreamRenderer
-from mux.framing import SSEDecoder, dumps, loads
+from mux.framing import SSEDecoder, dumps
 from mux.streams import collect, split
 from tests import strategies as strats
+from tests.strategies import feed, splits, wire
 from tests.conftest import FIXTURES
 from tests.projections import openai_responses as projection
 
 fast = settings(deadline=None)  # examples: the profile's (conftest)
 NAME = "openai_responses"
-
-
-def wire(value: Any) -> Any:
-    """``value`` as it arrives after a trip over the network."""
-    return loads(dumps(value))
 
 
 def render_stream(events: Sequence[ir.Event], request: ir.Request) -> bytes:
@@ -50,16 +45,7 @@ def render_stream(events: Sequence[ir.Event], request: ir.Request) -> bytes:
 
 
 def parse_stream(pieces: Sequence[bytes]) -> list[ir.Event]:
-    parser = StreamParser()
-    events = [e for piece in pieces for e in parser.feed(piece)]
-    return events + parser.close()
-
-
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=10)))
-    bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+    return feed(StreamParser(), pieces)
 
 
 def clear_created(events: list[ir.Event], original: ir.Event) -> list[ir.Event]:

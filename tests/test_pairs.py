@@ -56,8 +56,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mux import ir
-from mux.framing import dumps, loads
 from tests import strategies as strats
+from tests.strategies import splits, wire
 
 FORMATS = ("openai_chat", "openai_responses", "anthropic", "gemini", "ollama")
 PAIRS = list(itertools.product(FORMATS, FORMATS))
@@ -89,10 +89,6 @@ def load(name: str) -> Format:
         module=importlib.import_module(f"mux.formats.{name}"),
         projection=importlib.import_module(f"tests.projections.{name}"),
     )
-
-
-def wire(value: Any) -> Any:
-    return loads(dumps(value))
 
 
 def from_url(fmt: Format, parsed: ir.Request, sent: ir.Request) -> ir.Request:
@@ -132,12 +128,6 @@ def client_request_projection(fmt: Format, request: ir.Request) -> ir.Request:
 def response_hop(fmt: Format, response: ir.Response) -> ir.Response:
     parsed: ir.Response = fmt.module.parse_response(wire(fmt.module.render_response(response)))
     return parsed
-
-
-@st.composite
-def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=8)))
-    return [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
 
 
 def stream_hop(
