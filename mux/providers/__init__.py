@@ -90,6 +90,11 @@ class AccountProvider(Protocol):
     def upstream_model(self, model: str) -> str | None:
         """The upstream's name for the client-facing ``model``, or None if not served here."""
 
+    def quota_scope(self, model: str) -> str | None:
+        """What a rate-limit or quota refusal for the upstream ``model`` covers, as the
+        provider scopes its limits: ``model`` itself (each model has its own limit), a family
+        name (one limit shared by several models), or None (the whole account)."""
+
     async def complete(self, request: ir.Request, account: Account) -> ir.Response:
         """Answer ``request`` (whose model is already the upstream's name) whole.
 

@@ -181,6 +181,10 @@ class ApiProvider:
             return self._models[model]
         return model if model in self._discovered else None
 
+    def quota_scope(self, model: str) -> str | None:
+        """Each model has its own rate limits (API keys); subscriptions override this."""
+        return model
+
     async def discover(self) -> list[str]:
         """Fetch the upstream's own model list (the ``discover = true`` option); the names
         become servable as they are. A failure is logged (without secrets) and ignored.
