@@ -1,20 +1,33 @@
-"""HTTP to the upstreams: pooled clients, named timeouts, and errors that name the provider.
+"""HTTP to the upstreams: a keep-alive pool on h11 over trio, named timeouts, and errors that
+name the provider.
 
 Theory of operation
 -------------------
-:class:`Upstreams` owns one ``httpx.AsyncClient`` per proxy URL (``None``: direct), made on
-first use and closed when the ``async with`` around it ends (the CLI opens it around the
-server). httpx runs on trio through anyio and pools keep-alive connections per client.
+:class:`Upstreams` is the gateway's HTTP/1.1 client. Every request to a provider goes through
+:meth:`Upstreams.open_stream`: h11 (sans-io) makes and reads the bytes, trio moves them.
+
+* **Connections** are kept per origin (scheme, host, port and the proxy in between) in a
+  stack of idle connections: a request takes the most recently used one, so a busy origin
+  reuses a few warm connections and the rest age out (:data:`KEEPALIVE_EXPIRY`). Before
+  reuse, one ``poll()`` on that connection's socket tells whether the upstream closed it while
+  idle; should it close it in the instant after, a request that got no byte of answer on a
+  reused connection is sent once more on a new one. A response read to its end returns its
+  connection to the stack; one abandoned half-way (an error, a client that went away) closes
+  it at once, so the upstream sees the close and stops generating.
+* **Proxies**: ``proxy-url`` (``http://`` or ``https://``, with ``user:password@`` for basic
+  proxy authentication), else, with ``trust_env``, ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+  as the vendors' SDKs read them. ``https`` upstreams are reached through a ``CONNECT``
+  tunnel, ``http`` ones in absolute form.
+* **TLS**: one ``ssl.SSLContext`` per process (certifi's CAs, or ``SSL_CERT_FILE``/``_DIR``
+  with ``trust_env``), ALPN ``http/1.1``.
+* **Bodies** in ``gzip`` or ``deflate`` are decoded as they arrive.
 
 Every network wait sits under a named timeout from the provider's config (:class:`Timeouts`):
 
-* **connect** (``connect-timeout``): DNS and the TCP/TLS handshake; httpx's own connect
-  timeout.
-* **first byte** (``first-byte-timeout``): from the moment the request head starts going
-  out to the complete response head. A trio cancel scope whose deadline is set by httpcore's
-  ``trace`` hook when it starts sending the request, so connect time is not counted twice.
-* **idle** (``stream-timeout``): between two chunks of the response body, a
-  ``trio.move_on_after`` around each read.
+* **connect** (``connect-timeout``): DNS, TCP, the proxy tunnel and the TLS handshake.
+* **first byte** (``first-byte-timeout``): from the moment the request starts going out to
+  the complete response head.
+* **idle** (``stream-timeout``): between two reads of the response body.
 
 Expiry becomes ``UpstreamError(TIMEOUT, status 504)``; a refused connection, a failed DNS
 lookup, a broken connection or a protocol violation becomes ``UpstreamError(UPSTREAM, 502)``.
@@ -22,24 +35,27 @@ Messages name the provider and the upstream host, never a credential: the values
 headers are scrubbed from any error text quoted, and errors that would quote a header value (h11
 does, for an illegal one) carry no detail and no exception chain.
 
-:meth:`Upstreams.open_stream` yields an :class:`UpstreamResponse` whose body is read chunk by
-chunk; leaving the ``async with`` (normally, by an error, or by cancellation when the client
-went away) closes the response under a shield, and httpcore drops a connection whose response
-was not read to its end, so the upstream sees the connection close at once and stops
-generating. :meth:`Upstreams.request` is the whole-body shorthand.
+The OAuth flows (logins and token refreshes: a few calls an hour, form posts) use an
+``httpx.AsyncClient`` per proxy URL from :meth:`Upstreams.client`, closed with the rest.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import logging
 import math
+import select
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+import urllib.parse
+import urllib.request
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
+import h11
 import httpx
 import trio
 
@@ -50,6 +66,7 @@ from mux.ir import ErrorKind
 
 __all__ = [
     "MAX_BODY_SIZE",
+    "Headers",
     "Reply",
     "Timeouts",
     "UpstreamResponse",
@@ -65,15 +82,22 @@ USER_AGENT = f"mux/{__version__}"
 MAX_BODY_SIZE = 64 * 1024 * 1024
 #: Upper bound on closing a response or a client; it runs shielded.
 CLOSE_TIMEOUT = 1.0
-#: Idle pooled connections are kept this long (httpx's default is 5 s; the vendors' servers
-#: keep connections open for a minute or more, and a new TLS handshake costs a round trip or two).
+#: Idle pooled connections are kept this long (the vendors' servers keep connections open
+#: for a minute or more, and a new TLS handshake costs a round trip or two).
 KEEPALIVE_EXPIRY = 30.0
+#: Idle connections kept per origin; more than this many at once are closed when released.
 MAX_KEEPALIVE_CONNECTIONS = 32
+#: Bytes asked of the socket per read.
+READ_SIZE = 65536
+#: What mux can decode (:func:`_decoder`); sent on every request.
+ACCEPT_ENCODING = "gzip, deflate"
 
 # Headers whose values are credentials: scrubbed from every message.
 _SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie"}
 )
+# Headers the client sets itself (framing and the hop to the upstream).
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
 @attrs.frozen(kw_only=True)
@@ -95,6 +119,34 @@ class Timeouts:
         )
 
 
+class Headers(Mapping[str, str]):
+    """Response headers: names case-insensitive, repeated fields joined with ``", "``."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: Iterator[tuple[str, str]] | list[tuple[str, str]] = ()) -> None:
+        found: dict[str, str] = {}
+        for name, value in fields:
+            name = name.lower()
+            found[name] = f"{found[name]}, {value}" if name in found else value
+        self._fields = found
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({sorted(self._fields)!r})"
+
+
 @attrs.frozen(kw_only=True)
 class Reply:
     """A whole upstream answer. ``headers`` is case-insensitive."""
@@ -106,19 +158,11 @@ class Reply:
 
 @functools.cache
 def _ssl_context(trust_env: bool) -> ssl.SSLContext:
-    """The TLS settings every client shares (certifi's CAs, or ``SSL_CERT_FILE``/``_DIR``):
+    """The TLS settings every connection shares (certifi's CAs, or ``SSL_CERT_FILE``/``_DIR``):
     loading a CA bundle takes tens of milliseconds, so it is done once per process."""
-    return httpx.create_ssl_context(trust_env=trust_env)
-
-
-def _seconds(value: float) -> float | None:
-    return None if math.isinf(value) else value
-
-
-def _where(url: httpx.URL) -> str:
-    """``scheme://host:port/path`` of a URL: no userinfo, no query, for messages and logs."""
-    port = f":{url.port}" if url.port is not None else ""
-    return f"{url.scheme}://{url.host}{port}{url.path}"
+    context = httpx.create_ssl_context(trust_env=trust_env)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def _secrets(headers: Mapping[str, str]) -> list[str]:
@@ -141,12 +185,141 @@ def scrub(text: str, secrets: list[str] | tuple[str, ...]) -> str:
     return text
 
 
+# --------------------------------------------------------------------------------------------
+# Where a request goes
+
+
+@attrs.frozen
+class _Proxy:
+    """An HTTP proxy; ``authorization`` is the ``Proxy-Authorization`` value, if any."""
+
+    tls: bool
+    host: str
+    port: int
+    authorization: str | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen
+class _Origin:
+    """Where a connection goes: the pool's key."""
+
+    tls: bool
+    host: str
+    port: int
+    proxy: _Proxy | None
+
+
+@attrs.frozen
+class _Target:
+    """A parsed request URL."""
+
+    tls: bool
+    host: str
+    port: int
+    #: ``host[:port]`` as the Host header and a CONNECT name it.
+    authority: str
+    #: ``/path?query``: the request target.
+    path: str
+    #: The URL without userinfo or fragment: the target in absolute form (through a proxy).
+    absolute: str
+
+
+def _split(url: str, schemes: tuple[str, ...]) -> urllib.parse.SplitResult:
+    """``url`` split, or ValueError when it is not an absolute URL of one of ``schemes``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(url)
+    parts.port  # raises ValueError for a port that is not a number or out of range
+    return parts
+
+
+@functools.lru_cache(maxsize=256)
+def _target(url: str) -> _Target:
+    """Raises ValueError for anything but an absolute ``http``/``https`` URL."""
+    parts = _split(url, ("http", "https"))
+    tls = parts.scheme == "https"
+    host = parts.hostname or ""
+    port = parts.port or (443 if tls else 80)
+    name = f"[{host}]" if ":" in host else host
+    authority = name if port == (443 if tls else 80) else f"{name}:{port}"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Target(
+        tls=tls, host=host, port=port, authority=authority, path=path,
+        absolute=f"{parts.scheme}://{authority}{path}",
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _proxy(url: str) -> _Proxy:
+    """Raises ValueError for anything but an ``http``/``https`` proxy URL."""
+    parts = _split(url, ("http", "https"))
+    tls = parts.scheme == "https"
+    authorization = None
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        authorization = f"Basic {token}"
+    port = parts.port or (443 if tls else 80)
+    return _Proxy(tls=tls, host=parts.hostname or "", port=port, authorization=authorization)
+
+
+def _environment_proxy(target: _Target, proxies: Mapping[str, str]) -> str | None:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` name for ``target``, unless
+    ``NO_PROXY`` exempts it."""
+    url = proxies.get("https" if target.tls else "http") or proxies.get("all")
+    if not url:
+        return None
+    if urllib.request.proxy_bypass_environment(target.host, proxies):
+        return None
+    return url
+
+
+# --------------------------------------------------------------------------------------------
+# Connections
+
+
+class _Connection:
+    """One keep-alive connection: the stream (TLS or not), its socket, and h11's state."""
+
+    __slots__ = ("stream", "socket", "h11", "idle_since", "reused")
+
+    def __init__(self, stream: trio.abc.Stream, socket_stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.socket = socket_stream
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = 0.0
+        self.reused = False
+
+    def stale(self, now: float) -> bool:
+        """Too long idle, or readable while idle (the upstream closed it, or sent garbage)."""
+        if now - self.idle_since > KEEPALIVE_EXPIRY:
+            return True
+        return _readable(self.socket.socket.fileno())
+
+    def close(self) -> None:
+        """Close at once, without a TLS goodbye: the socket goes, the upstream sees EOF."""
+        self.socket.socket.close()
+
+
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover (Windows)
+
+
+class _Stale(Exception):
+    """A reused connection failed before any byte of the answer: send again on a new one."""
+
+
 @attrs.define(eq=False)
 class _Call:
     """What error messages need to know about one upstream call."""
 
     provider: str
-    url: httpx.URL
+    host: str
     timeouts: Timeouts
     secrets: list[str]
 
@@ -155,39 +328,58 @@ class _Call:
         if exc is not None:
             detail = scrub(str(exc), self.secrets).strip() or type(exc).__name__
             reason = f" ({detail[:300]})"
-        message = f"{self.provider}: {self.url.host}: {what}{reason}"
-        return UpstreamError(kind, message)
+        return UpstreamError(kind, f"{self.provider}: {self.host}: {what}{reason}")
 
     @contextlib.contextmanager
-    def translate(self, phase: str) -> Iterator[None]:
-        """httpx's exceptions as UpstreamError (the one place they are converted)."""
+    def translate(self, what: str) -> Iterator[None]:
+        """Transport and protocol exceptions as UpstreamError saying ``what`` failed, with the
+        reason (the one place they are converted)."""
         try:
             yield
-        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            seconds = self.timeouts.connect
-            raise self.error(ErrorKind.TIMEOUT, f"could not connect within {seconds:g}s") from exc
-        except httpx.TimeoutException as exc:  # read/write timeouts: not set, but be exact
-            raise self.error(ErrorKind.TIMEOUT, f"timed out while {phase}") from exc
-        except httpx.ConnectError as exc:
-            raise self.error(ErrorKind.UPSTREAM, "cannot connect", exc) from exc
-        except httpx.LocalProtocolError:
+        except h11.LocalProtocolError:
             # No detail: h11 quotes the offending header value, which may hold a key.
             what = "the request is not valid HTTP (check the configured headers and keys)"
             raise self.error(ErrorKind.UPSTREAM, what) from None  # nor in a traceback
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise self.error(ErrorKind.UPSTREAM, f"failed while {phase}", exc) from exc
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                h11.RemoteProtocolError, zlib.error) as exc:
+            raise self.error(ErrorKind.UPSTREAM, what, _reason(exc)) from exc
+
+
+def _reason(exc: BaseException) -> BaseException:
+    """The error that says why: trio wraps TLS errors (BrokenResourceError) and the failed
+    attempts of a connect (an OSError caused by a group of them)."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        return cause.exceptions[-1]
+    if isinstance(exc, trio.BrokenResourceError) and cause is not None:
+        return cause
+    return exc
+
+
+def _decoder(headers: Headers) -> Callable[[bytes], bytes] | None:
+    """The decoder of the body's ``content-encoding`` (None: none needed, or unknown)."""
+    coding = headers.get("content-encoding", "").strip().lower()
+    if coding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 16).decompress
+    if coding == "deflate":
+        return zlib.decompressobj().decompress
+    return None
 
 
 class UpstreamResponse:
     """An upstream answer whose head has arrived; the body is read with :meth:`chunks` or
     :meth:`read`, each wait under the idle timeout."""
 
-    def __init__(self, response: httpx.Response, call: _Call) -> None:
-        self._response = response
+    def __init__(self, connection: _Connection, head: h11.Response, call: _Call) -> None:
+        self._connection = connection
         self._call = call
-        self.status: int = response.status_code
+        self.status: int = head.status_code
         #: Case-insensitive.
-        self.headers: Mapping[str, str] = response.headers
+        self.headers = Headers(
+            (name.decode("ascii"), value.decode("latin-1")) for name, value in head.headers
+        )
+        #: Every byte of the body arrived; the connection may serve another request.
+        self.complete = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives (decoded from any content-coding).
@@ -198,31 +390,34 @@ class UpstreamResponse:
         """
         call = self._call
         seconds = call.timeouts.idle
-        if seconds < 0 or math.isnan(seconds):  # what trio.move_on_after refused
+        if seconds < 0 or math.isnan(seconds):  # what trio.move_on_after refuses
             raise ValueError("the idle timeout must be a non-negative number")
-        pieces = self._response.aiter_bytes()
-        try:
+        decode = _decoder(self.headers)
+        connection = self._connection.h11
+        stream = self._connection.stream
+        with call.translate("failed while reading the answer"):
             while True:
-                # A plain deadline scope per wait: the hot path, so no move_on_after wrapper
-                # and no translate() context manager (httpx errors are rare; they are
-                # converted below, by translate() all the same). One scope for the whole
-                # body is not possible: a cancel scope must not stay open across a yield.
-                with trio.CancelScope(deadline=trio.current_time() + seconds) as idle:
-                    try:
-                        chunk = await anext(pieces)
-                    except StopAsyncIteration:
-                        return
-                    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                        with call.translate("reading the answer"):
-                            raise exc
-                if idle.cancelled_caught:
-                    what = f"the answer stalled: nothing arrived for {seconds:g}s"
-                    raise call.error(ErrorKind.TIMEOUT, what)
-                if chunk:
-                    yield chunk
-        finally:
-            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await pieces.aclose()  # type: ignore[attr-defined]
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    # A plain deadline scope per read: the hot path. One scope for the whole
+                    # body is not possible: a cancel scope must not stay open across a yield.
+                    with trio.CancelScope(deadline=trio.current_time() + seconds) as idle:
+                        data = await stream.receive_some(READ_SIZE)
+                    if idle.cancelled_caught:
+                        what = f"the answer stalled: nothing arrived for {seconds:g}s"
+                        raise call.error(ErrorKind.TIMEOUT, what)
+                    connection.receive_data(data)
+                elif type(event) is h11.Data:
+                    chunk = bytes(event.data)
+                    if decode is not None:
+                        chunk = decode(chunk)
+                    if chunk:
+                        yield chunk
+                elif type(event) is h11.EndOfMessage:
+                    self.complete = True
+                    return
+                else:
+                    raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}")
 
     async def read(self, limit: int = MAX_BODY_SIZE) -> bytes:
         """The whole body.
@@ -242,15 +437,22 @@ class UpstreamResponse:
 
 
 class Upstreams:
-    """The HTTP clients to every upstream, one per proxy URL; an async context manager.
+    """Every connection to every upstream; an async context manager.
 
     Args:
       trust_env: honour ``SSL_CERT_FILE``/``SSL_CERT_DIR``, and (for upstreams without a
         ``proxy-url``) ``HTTPS_PROXY``/``NO_PROXY`` and friends, as the vendors' SDKs do.
+      ssl_context: the TLS settings (a private CA, client certificates); default: the
+        system's trust as ``trust_env`` says.
     """
 
-    def __init__(self, *, trust_env: bool = True) -> None:
+    def __init__(
+        self, *, trust_env: bool = True, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._trust_env = trust_env
+        self._ssl = ssl_context
+        self._environment = urllib.request.getproxies_environment() if trust_env else {}
+        self._idle: dict[_Origin, list[_Connection]] = {}
         self._clients: dict[str | None, httpx.AsyncClient] = {}
         self._closed = False
 
@@ -261,15 +463,19 @@ class Upstreams:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every client and its pooled connections (idempotent)."""
+        """Close every pooled connection and every OAuth client (idempotent)."""
         self._closed = True
+        for stack in self._idle.values():
+            for connection in stack:
+                connection.close()
+        self._idle = {}
         clients, self._clients = list(self._clients.values()), {}
         with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
             for client in clients:
                 await client.aclose()
 
     def client(self, proxy_url: str | None = None) -> httpx.AsyncClient:
-        """The client for ``proxy_url`` (made on first use).
+        """The OAuth flows' HTTP client for ``proxy_url`` (made on first use).
 
         Raises:
           RuntimeError: the Upstreams is closed.
@@ -281,16 +487,117 @@ class Upstreams:
             client = self._clients[proxy_url] = httpx.AsyncClient(
                 proxy=proxy_url,
                 trust_env=self._trust_env,
-                verify=_ssl_context(self._trust_env),
+                verify=self._ssl or _ssl_context(self._trust_env),
                 headers={"user-agent": USER_AGENT},
                 follow_redirects=False,
-                limits=httpx.Limits(
-                    max_connections=None,
-                    max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS,
-                    keepalive_expiry=KEEPALIVE_EXPIRY,
-                ),
             )
         return client
+
+    # ----------------------------------------------------------------------------------------
+    # The pool
+
+    def _origin(self, target: _Target, proxy_url: str | None) -> _Origin:
+        if proxy_url is None and self._environment:
+            proxy_url = _environment_proxy(target, self._environment)
+        proxy = _proxy(proxy_url) if proxy_url else None
+        return _Origin(tls=target.tls, host=target.host, port=target.port, proxy=proxy)
+
+    def _checkout(self, origin: _Origin) -> _Connection | None:
+        """The most recently used live idle connection to ``origin``, if any."""
+        stack = self._idle.get(origin)
+        if not stack:
+            return None
+        now = trio.current_time()
+        while stack:
+            connection = stack.pop()
+            if not connection.stale(now):
+                connection.reused = True
+                return connection
+            connection.close()
+        return None
+
+    def _release(self, origin: _Origin, connection: _Connection, complete: bool) -> None:
+        """Back to the idle stack when the exchange ended cleanly and both sides keep the
+        connection; closed otherwise."""
+        h = connection.h11
+        if complete and not self._closed and h.our_state is h11.DONE and h.their_state is h11.DONE:
+            h.start_next_cycle()
+            connection.idle_since = trio.current_time()
+            stack = self._idle.setdefault(origin, [])
+            stack.append(connection)
+            if len(stack) > MAX_KEEPALIVE_CONNECTIONS:
+                stack.pop(0).close()
+        else:
+            connection.close()
+
+    async def _connect(self, origin: _Origin, target: _Target, call: _Call) -> _Connection:
+        """A new connection to ``origin`` (through its proxy), under the connect timeout."""
+        hop = origin.proxy or origin
+        socket_stream: trio.SocketStream | None = None
+        with trio.move_on_after(call.timeouts.connect) as scope:
+            try:
+                with call.translate("cannot connect"):
+                    socket_stream = await trio.open_tcp_stream(hop.host, hop.port)
+                    stream: trio.abc.Stream = socket_stream
+                    if origin.proxy is not None:
+                        if origin.proxy.tls:
+                            stream = await self._tls(stream, origin.proxy.host)
+                        if origin.tls:
+                            await _tunnel(stream, target, origin.proxy, call)
+                    if origin.tls:
+                        stream = await self._tls(stream, origin.host)
+                    return _Connection(stream, socket_stream)
+            except BaseException:
+                if socket_stream is not None:
+                    socket_stream.socket.close()
+                raise
+        assert scope.cancelled_caught
+        raise call.error(
+            ErrorKind.TIMEOUT, f"could not connect within {call.timeouts.connect:g}s"
+        )
+
+    async def _tls(self, stream: trio.abc.Stream, host: str) -> trio.SSLStream:
+        context = self._ssl or _ssl_context(self._trust_env)
+        wrapped = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
+        await wrapped.do_handshake()
+        return wrapped
+
+    async def _exchange(
+        self, connection: _Connection, request: list[h11.Event], call: _Call
+    ) -> h11.Response:
+        """Send ``request`` and read the answer's head (under the first-byte timeout).
+
+        Raises:
+          _Stale: a reused connection failed before any byte of the answer arrived.
+        """
+        h = connection.h11
+        heard = False
+        seconds = call.timeouts.first_byte
+        with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
+            try:
+                with call.translate("failed while sending the request"):
+                    data = b"".join(h.send(event) or b"" for event in request)
+                    await connection.stream.send_all(data)
+                with call.translate("failed while waiting for the answer"):
+                    while True:
+                        event = h.next_event()
+                        if event is h11.NEED_DATA:
+                            received = await connection.stream.receive_some(READ_SIZE)
+                            heard = heard or bool(received)
+                            h.receive_data(received)
+                        elif type(event) is h11.Response:
+                            return event
+                        elif type(event) is not h11.InformationalResponse:
+                            raise h11.RemoteProtocolError("the connection closed before an answer")
+            except UpstreamError as error:
+                if connection.reused and not heard and error.kind is ErrorKind.UPSTREAM:
+                    raise _Stale() from error
+                raise
+        assert scope.cancelled_caught
+        raise call.error(ErrorKind.TIMEOUT, f"no answer within {seconds:g}s")
+
+    # ----------------------------------------------------------------------------------------
+    # Requests
 
     @contextlib.asynccontextmanager
     async def open_stream(
@@ -304,64 +611,51 @@ class Upstreams:
         body: bytes | None = None,
         proxy_url: str | None = None,
     ) -> AsyncIterator[UpstreamResponse]:
-        """Send a request; yield the response once its head has arrived.
+        """Send a request; yield the response once its head has arrived. Leaving the block
+        before the body's end closes the connection.
 
         Args:
           provider: the name that error messages and logs give the upstream.
 
         Raises:
+          RuntimeError: the Upstreams is closed.
           UpstreamError: TIMEOUT (504) when connecting or the response head took too long;
             UPSTREAM (502) when the upstream cannot be reached or breaks the protocol.
         """
-        headers = dict(headers or {})
+        if self._closed:
+            raise RuntimeError("the upstream clients are closed")
+        headers = headers or {}
         # The config's base-url and proxy-url; no detail, as a URL may carry a password.
         try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL:
+            target = _target(url)
+        except ValueError:
             raise UpstreamError(ErrorKind.UPSTREAM, f"{provider}: invalid URL") from None
         try:
-            client = self.client(proxy_url)
-        except (httpx.InvalidURL, ValueError):
+            origin = self._origin(target, proxy_url)
+        except ValueError:
             raise UpstreamError(ErrorKind.UPSTREAM, f"{provider}: invalid proxy-url") from None
-        call = _Call(provider, parsed, timeouts, _secrets(headers))
-        try:
-            with call.translate("preparing the request"):
-                request = client.build_request(
-                    method,
-                    url,
-                    headers=headers,
-                    content=body,
-                    timeout=httpx.Timeout(
-                        None, connect=_seconds(timeouts.connect), pool=_seconds(timeouts.connect)
-                    ),
-                )
-        except UnicodeError:  # a header value that is not ASCII; no detail, as above
-            what = "a header value is not ASCII (check the configured headers and keys)"
-            raise call.error(ErrorKind.UPSTREAM, what) from None
-        first_byte = trio.CancelScope()
-
-        async def trace(event: str, info: Mapping[str, Any]) -> None:
-            # The request head starts going out: from here on, the first-byte clock runs.
-            if event.endswith(".send_request_headers.started"):
-                first_byte.deadline = trio.current_time() + timeouts.first_byte
-
-        request.extensions["trace"] = trace
+        call = _Call(provider, target.host, timeouts, _secrets(headers))
+        request = _request(method, target, origin, headers, body, call)
         started = trio.current_time()
-        response: httpx.Response | None = None
-        with first_byte:
-            with call.translate("sending the request"):
-                response = await client.send(request, stream=True)
-        if response is None:  # the first-byte deadline passed (cancelled_caught)
-            what = f"no answer within {timeouts.first_byte:g}s"
-            raise call.error(ErrorKind.TIMEOUT, what)
-        ms = (trio.current_time() - started) * 1000
-        log.debug("%s: %s %s -> %d in %.0fms", provider, method, _where(call.url),
-                  response.status_code, ms)
+        while True:
+            connection = self._checkout(origin) or await self._connect(origin, target, call)
+            try:
+                head = await self._exchange(connection, request, call)
+                break
+            except _Stale:
+                connection.close()  # and again, on a new connection
+            except BaseException:
+                connection.close()
+                raise
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s %s%s -> %d in %.0fms", provider, method, target.authority,
+                      urllib.parse.urlsplit(target.path).path, head.status_code,
+                      (trio.current_time() - started) * 1000)
+        response = UpstreamResponse(connection, head, call)
         try:
-            yield UpstreamResponse(response, call)
+            yield response
         finally:
-            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
-                await response.aclose()
+            self._release(origin, connection, response.complete)
 
     async def request(
         self,
@@ -393,3 +687,70 @@ class Upstreams:
     async def get(self, url: str, **kwargs: Any) -> Reply:
         """``request("GET", url, ...)``."""
         return await self.request("GET", url, **kwargs)
+
+
+def _request(
+    method: str,
+    target: _Target,
+    origin: _Origin,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    call: _Call,
+) -> list[h11.Event]:
+    """The h11 events of a request: mux's defaults, then the caller's headers, then framing.
+
+    Raises:
+      UpstreamError: a header name or value is not valid HTTP (no detail: it may be a key).
+    """
+    fields = {"host": target.authority, "user-agent": USER_AGENT,
+              "accept-encoding": ACCEPT_ENCODING}
+    for name, value in headers.items():
+        name = name.lower()
+        if name not in _OWN_HEADERS:
+            fields[name] = value
+    if origin.proxy is not None and not origin.tls and origin.proxy.authorization:
+        fields["proxy-authorization"] = origin.proxy.authorization
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        fields["content-length"] = str(len(body or b""))
+    # Through a proxy, a plain-HTTP request goes in absolute form; a tunnel needs none.
+    path = target.absolute if origin.proxy is not None and not origin.tls else target.path
+    try:
+        encoded = [(name.encode("ascii"), value.encode("ascii")) for name, value in fields.items()]
+    except UnicodeError:  # no detail, as below
+        what = "a header value is not ASCII (check the configured headers and keys)"
+        raise call.error(ErrorKind.UPSTREAM, what) from None
+    with call.translate("failed while preparing the request"):
+        events: list[h11.Event] = [h11.Request(method=method, target=path, headers=encoded)]
+    if body:
+        events.append(h11.Data(data=body))
+    events.append(h11.EndOfMessage())
+    return events
+
+
+async def _tunnel(stream: trio.abc.Stream, target: _Target, proxy: _Proxy, call: _Call) -> None:
+    """Ask the proxy for a ``CONNECT`` tunnel to ``target``.
+
+    Raises:
+      UpstreamError: the proxy refused (its status is named).
+    """
+    h = h11.Connection(h11.CLIENT)
+    authority = f"{target.host}:{target.port}" if ":" not in target.host else (
+        f"[{target.host}]:{target.port}"
+    )
+    fields = [("host", authority)]
+    if proxy.authorization:
+        fields.append(("proxy-authorization", proxy.authorization))
+    await stream.send_all(
+        h.send(h11.Request(method="CONNECT", target=authority, headers=fields)) or b""
+    )
+    while True:
+        event = h.next_event()
+        if event is h11.NEED_DATA:
+            h.receive_data(await stream.receive_some(READ_SIZE))
+        elif type(event) is h11.Response:
+            if 200 <= event.status_code < 300:
+                return
+            what = f"the proxy refused the tunnel ({event.status_code})"
+            raise call.error(ErrorKind.UPSTREAM, what)
+        elif type(event) is not h11.InformationalResponse:
+            raise h11.RemoteProtocolError("the proxy closed the connection")

@@ -6,8 +6,17 @@ are a fraction of a second, and every test runs under ``fail_after`` so a hang f
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import functools
+import ipaddress
 import socket
+import ssl
+import tempfile
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -290,3 +299,244 @@ async def test_invalid_urls_are_502() -> None:
         with pytest.raises(UpstreamError, match=r"^p: invalid proxy-url$"):
             await upstreams.get("http://127.0.0.1:1/", provider="p", timeouts=FAST,
                                 proxy_url="gopher://proxy")
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS, tunnels, proxies from the environment, content-coding, stale pooled connections
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1 and localhost signed by a fresh CA,
+    and a client context trusting only that CA."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    def name(text: str) -> Any:
+        return x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, text)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder().subject_name(name("mux test CA")).issuer_name(name("mux test CA"))
+        .public_key(ca_key.public_key()).serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as directory:
+        cert_file, key_file = Path(directory, "cert.pem"), Path(directory, "key.pem")
+        cert_file.write_bytes(leaf.public_bytes(pem))
+        key_file.write_bytes(key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ))
+        server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cadata=ca.public_bytes(pem).decode())
+    return server, client
+
+
+async def serve_tls(nursery: trio.Nursery, handler: Handler, context: ssl.SSLContext) -> int:
+    listeners = await nursery.start(
+        functools.partial(trio.serve_ssl_over_tcp, Server(handler).handle_connection, 0,
+                          context, host="127.0.0.1")
+    )
+    return int(listeners[0].transport_listener.socket.getsockname()[1])
+
+
+class ConnectProxy:
+    """A CONNECT-only proxy: records each tunnel's request head, then splices bytes."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+
+    async def serve(self, nursery: trio.Nursery) -> str:
+        listeners = await nursery.start(trio.serve_tcp, self.handle, 0)
+        port = listeners[0].socket.getsockname()[1]
+        return f"http://user:p%40ss@127.0.0.1:{port}"
+
+    async def handle(self, client: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += await client.receive_some(4096)
+        self.heads.append(head)
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        upstream = await trio.open_tcp_stream(host, int(port))
+        await client.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while data := await source.receive_some(65536):
+                    await sink.send_all(data)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await sink.send_eof()
+
+        async with upstream, client, trio.open_nursery() as nursery:
+            nursery.start_soon(pump, client, upstream)
+            nursery.start_soon(pump, upstream, client)
+
+
+async def test_https_upstreams_are_verified_against_the_trusted_cas(nursery: trio.Nursery) -> None:
+    server_context, client_context = tls_contexts()
+
+    async def handler(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(status=200, body=b"secure " + request.headers["host"].encode())
+
+    port = await serve_tls(nursery, handler, server_context)
+    with trio.fail_after(STEP):
+        async with Upstreams(trust_env=False, ssl_context=client_context) as upstreams:
+            reply = await upstreams.get(f"https://localhost:{port}/", provider="p", timeouts=FAST)
+            assert reply.body == f"secure localhost:{port}".encode()
+        # The system's CAs do not know the test CA: the handshake fails, naming the cause.
+        async with Upstreams(trust_env=False) as upstreams:
+            with pytest.raises(UpstreamError) as caught:
+                await upstreams.get(f"https://localhost:{port}/", provider="p", timeouts=FAST)
+    assert caught.value.status == 502
+    assert caught.value.message.startswith("p: localhost: cannot connect (")
+    assert "CERTIFICATE_VERIFY_FAILED" in caught.value.message
+
+
+async def test_https_through_a_proxy_is_a_connect_tunnel(nursery: trio.Nursery) -> None:
+    """The proxy sees only ``CONNECT host:port`` with the proxy credentials; the request
+    inside the tunnel is TLS to the upstream, and the tunnel is pooled like a connection."""
+    server_context, client_context = tls_contexts()
+    clients: list[str] = []
+
+    async def handler(request: HttpRequest) -> HttpResponse:
+        clients.append(request.client)
+        return HttpResponse(status=200, body=f"{request.path} {dict(request.query)}".encode())
+
+    port = await serve_tls(nursery, handler, server_context)
+    proxy = ConnectProxy()
+    proxy_url = await proxy.serve(nursery)
+    with trio.fail_after(STEP):
+        async with Upstreams(trust_env=False, ssl_context=client_context) as upstreams:
+            for _ in range(2):
+                reply = await upstreams.post(
+                    f"https://localhost:{port}/v1/messages?beta=true", b"{}", provider="p",
+                    timeouts=FAST, proxy_url=proxy_url,
+                    headers={"authorization": "Bearer sk-inside-the-tunnel"},
+                )
+                assert reply.body == b"/v1/messages {'beta': 'true'}"
+    assert len(proxy.heads) == 1 and len(set(clients)) == 1
+    head = proxy.heads[0].decode()
+    assert head.startswith(f"CONNECT localhost:{port} HTTP/1.1\r\n")
+    assert "proxy-authorization: Basic dXNlcjpwQHNz\r\n" in head  # user:p@ss
+    assert "sk-inside-the-tunnel" not in head
+
+
+async def test_the_environment_names_the_proxy_unless_no_proxy_exempts(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    async def proxy(request: HttpRequest) -> HttpResponse:
+        seen.append(request.raw_path)
+        return HttpResponse(status=200, body=b"proxied")
+
+    async def direct(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(status=200, body=b"direct")
+
+    proxy_url = await serve(nursery, proxy)
+    direct_url = await serve(nursery, direct)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY",
+                 "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with trio.fail_after(STEP):
+        async with Upstreams(trust_env=True) as upstreams:
+            exempt = await upstreams.get(direct_url + "/", provider="p", timeouts=FAST)
+            proxied = await upstreams.get("http://api.example.invalid:8080/v1/models",
+                                          provider="p", timeouts=FAST)
+        async with Upstreams(trust_env=False) as upstreams:  # the environment ignored
+            ignored = await upstreams.get(direct_url + "/", provider="p", timeouts=FAST)
+    assert (exempt.body, proxied.body, ignored.body) == (b"direct", b"proxied", b"direct")
+    assert seen == ["http://api.example.invalid:8080/v1/models"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+async def test_compressed_bodies_are_decoded_as_they_arrive(
+    nursery: trio.Nursery, coding: str
+) -> None:
+    text = b"".join(b"data: {\"n\": %d}\n\n" % i for i in range(2000))
+    compressor = zlib.compressobj(wbits=zlib.MAX_WBITS | (16 if coding == "gzip" else 0))
+    packed = compressor.compress(text) + compressor.flush()
+    accepted: list[str] = []
+
+    async def handler(request: HttpRequest) -> HttpResponse:
+        accepted.append(request.headers["accept-encoding"])
+
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(0, len(packed), 100):  # many small chunks: a streamed answer
+                yield packed[i:i + 100]
+
+        return HttpResponse(status=200, headers=[("content-encoding", coding)], body=body())
+
+    url = await serve(nursery, handler)
+    with trio.fail_after(STEP):
+        async with Upstreams(trust_env=False) as upstreams:
+            reply = await upstreams.get(url + "/", provider="p", timeouts=FAST)
+    assert reply.body == text
+    assert accepted == ["gzip, deflate"]
+
+
+async def test_a_pooled_connection_the_upstream_closed_is_replaced(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream that closes keep-alive connections without saying so: the closed one is
+    noticed before reuse; and when it is not (closed in the instant after the check), the
+    request goes again on a new connection, once."""
+    served: list[int] = []
+
+    async def one_answer_per_connection(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += await stream.receive_some(4096)
+            served.append(len(served))
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    listeners = await nursery.start(trio.serve_tcp, one_answer_per_connection, 0)
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    with trio.fail_after(STEP):
+        async with Upstreams(trust_env=False) as upstreams:
+            await upstreams.get(url, provider="p", timeouts=FAST)
+            await trio.sleep(0.05)  # the upstream's close arrives
+            assert (await upstreams.get(url, provider="p", timeouts=FAST)).body == b"ok"
+            await trio.sleep(0.05)
+            monkeypatch.setattr("mux.upstream._Connection.stale", lambda self, now: False)
+            assert (await upstreams.get(url, provider="p", timeouts=FAST)).body == b"ok"
+    assert len(served) == 3
+
+
+async def test_a_connection_closed_before_an_answer_on_a_new_connection_is_502(
+    nursery: trio.Nursery,
+) -> None:
+    """The resend is for reused connections only: a new one that dies is the upstream's
+    failure."""
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(4096)
+
+    listeners = await nursery.start(trio.serve_tcp, hang_up, 0)
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    with trio.fail_after(STEP):
+        async with Upstreams(trust_env=False) as upstreams:
+            with pytest.raises(UpstreamError) as caught:
+                await upstreams.post(url, b"{}", provider="p", timeouts=FAST)
+    assert caught.value.message.startswith("p: 127.0.0.1: failed while waiting for the answer")
