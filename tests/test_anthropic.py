@@ -1749,3 +1749,44 @@ def test_stream_parser_ignores_what_follows_the_end() -> None:
     parser = StreamParser()
     parser.feed(message_start() + message_delta() + MESSAGE_STOP)
     assert parser.feed(b"data: garbage\n\n") == [] and parser.close() == []
+
+
+def _tool_loop(first: ir.Part, reasoning: ir.ReasoningConfig) -> ir.Request:
+    return ir.Request(
+        model="m",
+        reasoning=reasoning,
+        messages=[
+            ir.Message(role=ir.Role.USER, content=[ir.Text(text="Weather?")]),
+            ir.Message(role=ir.Role.ASSISTANT, content=[
+                first, ir.ToolCall(id="t", name="weather", arguments="{}"),
+            ]),
+            ir.Message(role=ir.Role.TOOL, content=[ir.ToolResult(call_id="t", content=[
+                ir.Text(text="sunny")
+            ])]),
+        ],
+        origin=ir.Origin(format="anthropic", body={}),
+    )
+
+
+@pytest.mark.parametrize("reasoning", [
+    pytest.param(ir.ReasoningConfig(enabled=True, budget_tokens=2048), id="budget"),
+    pytest.param(ir.ReasoningConfig(enabled=True), id="adaptive"),
+])
+def test_thinking_is_left_off_a_tool_loop_without_a_thinking_turn(
+    reasoning: ir.ReasoningConfig,
+) -> None:
+    """G.1: with thinking on, the API refuses a tool loop whose last assistant turn does not
+    start with a thinking block (a history from another model): thinking goes, the request
+    stays answerable; a turn that starts with signed thinking keeps it."""
+    foreign = anthropic.render_request(_tool_loop(ir.Text(text="Let me look."), reasoning))
+    assert "thinking" not in foreign
+    assert foreign["max_tokens"] == anthropic.DEFAULT_MAX_TOKENS
+    own = anthropic.render_request(_tool_loop(ir.Reasoning(text="Hm.", signature="c2ln"), reasoning))
+    assert own["thinking"]["type"] in ("enabled", "adaptive")
+    assert own["messages"][1]["content"][0]["type"] == "thinking"
+    # A new user turn (not a tool loop) asks nothing of the history.
+    fresh = attrs.evolve(
+        _tool_loop(ir.Text(text="Let me look."), reasoning),
+        messages=[ir.Message(role=ir.Role.USER, content=[ir.Text(text="Hi")])],
+    )
+    assert anthropic.render_request(fresh)["thinking"]["type"] in ("enabled", "adaptive")

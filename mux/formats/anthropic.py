@@ -522,7 +522,8 @@ def render_request(request: ir.Request) -> dict[str, Any]:
     Thinking and redacted thinking are written only for a request of Anthropic origin
     (:func:`parse_request` marks its requests with an Anthropic :class:`ir.Extra`; the
     routes add an Anthropic :class:`ir.Origin`): another provider's signature would be
-    rejected (G.1).
+    rejected (G.1). For the same reason, thinking is left off a request that continues a
+    tool loop whose assistant turn has no thinking block to start it.
     """
     signed = _anthropic_origin(request)
     wire: list[tuple[str, list[dict[str, Any]]]] = []  # (role, blocks), same roles merged
@@ -545,6 +546,12 @@ def render_request(request: ir.Request) -> dict[str, Any]:
         body["system"] = _content(wire.pop(0)[1])
     body["messages"] = [{"role": role, "content": _content(blocks)} for role, blocks in wire]
     thinking, effort = _render_reasoning(request.reasoning)
+    # G.1: the API would refuse the request; it is answered without thinking.
+    unthought = thinking is not None and thinking["type"] != "disabled" and (
+        _unthought_tool_turn(wire)
+    )
+    if unthought:
+        thinking = None
     max_tokens = request.max_tokens
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS + (thinking or {}).get("budget_tokens", 0)
@@ -568,7 +575,24 @@ def render_request(request: ir.Request) -> dict[str, Any]:
     )
     if request.stream:
         body["stream"] = True
-    return _with_request_extra(body, request.extra)
+    body = _with_request_extra(body, request.extra)
+    if unthought:
+        body.pop("thinking", None)  # with any keys of it the Extra kept
+    return body
+
+
+def _unthought_tool_turn(wire: list[tuple[str, list[dict[str, Any]]]]) -> bool:
+    """Whether the request continues a tool loop (tool results after the last assistant
+    turn) whose assistant turn does not start with a thinking block: with thinking on, the
+    API refuses it ("a final assistant message must start with a thinking block", G.1). So
+    it goes for a history from another provider, or one whose unsigned thinking was left out.
+    """
+    results = False
+    for role, blocks in reversed(wire):
+        if role == "assistant":
+            return results and blocks[0]["type"] not in ("thinking", "redacted_thinking")
+        results = results or any(block["type"] == "tool_result" for block in blocks)
+    return False
 
 
 def _with_request_extra(body: dict[str, Any], extra: ir.Extra | None) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from mux import ir
 from mux.errors import status_for_kind
 from mux.formats._json import finite
@@ -33,11 +35,18 @@ _WIRE_ROLES = {
 def request(r: ir.Request) -> ir.Request:
     """What survives ``parse_request(render_request(r))`` in Anthropic Messages."""
     choice, parallel = _tool_choice(r.tool_choice, r.parallel_tool_calls)
+    messages = _messages(r.messages, _of_anthropic_origin(r))
     reasoning = _reasoning(r.reasoning)
+    extra = _extra_fields(r.extra)
+    if reasoning is not None and reasoning.enabled and _unthought_tool_turn(messages):
+        # loss: thinking, on a tool loop whose assistant turn does not start with thinking
+        # (G.1: the API refuses it), and any keys of it the Extra kept
+        reasoning = _reasoning(attrs.evolve(reasoning, enabled=None, budget_tokens=None))
+        extra.pop("thinking", None)
     budget = reasoning.budget_tokens if reasoning is not None else None
     return ir.Request(
         model=r.model,
-        messages=_messages(r.messages, _of_anthropic_origin(r)),
+        messages=messages,
         tools=[_tool(tool) for tool in r.tools],
         tool_choice=choice,
         parallel_tool_calls=parallel,
@@ -61,9 +70,22 @@ def request(r: ir.Request) -> ir.Request:
         user=r.user,
         metadata={},  # loss: Anthropic's metadata holds only user_id
         # loss: another format's extras; the Extra is always there, marking Anthropic origin
-        extra=ir.Extra(format=_NAME, fields=_extra_fields(r.extra)),
+        extra=ir.Extra(format=_NAME, fields=extra),
         origin=None,  # loss: the origin is the routes' to record, not the format's
     )
+
+
+def _unthought_tool_turn(messages: Sequence[ir.Message]) -> bool:
+    """A tool loop (tool results after the last assistant turn) whose assistant turn does
+    not start with reasoning."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role is ir.Role.ASSISTANT:
+            after = messages[index + 1:]
+            first = messages[index].content[0]
+            return any(m.role is ir.Role.TOOL for m in after) and not isinstance(
+                first, ir.Reasoning
+            )
+    return False
 
 
 def _of_anthropic_origin(r: ir.Request) -> bool:
