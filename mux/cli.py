@@ -1,10 +1,12 @@
 """The ``mux`` command: ``serve`` (the default), ``init``, ``login``, ``import``, ``status``,
-``logout``, ``fidelity`` and ``version``."""
+``reset``, ``logout``, ``fidelity`` and ``version``."""
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import inspect
+import json
 import logging
 import signal
 import sys
@@ -79,8 +81,21 @@ def _parser() -> argparse.ArgumentParser:
                          help="the file to import (default: the official tool's own)")
     import_.add_argument("--config", metavar="FILE", help="the config file")
 
-    status = commands.add_parser("status", help="list subscription accounts and their tokens' state")
-    status.add_argument("--config", metavar="FILE", help="the config file")
+    status = commands.add_parser(
+        "status", help="list subscription accounts, their tokens' state and, from a running "
+        "server, their cooldowns"
+    )
+    reset = commands.add_parser(
+        "reset", help="end the cooldowns of a running server's accounts (all, a provider's, "
+        "or one)"
+    )
+    reset.add_argument("provider", nargs="?", help="a provider's name (default: every provider)")
+    reset.add_argument("account", nargs="?", help="the account's email or id (default: every one)")
+    for command in (status, reset):
+        command.add_argument("--config", metavar="FILE", help="the config file")
+        command.add_argument("--host", help="the running server's address (default: the config's)")
+        command.add_argument("--port", type=int, help="the running server's port (default: the "
+                             "config's)")
 
     logout = commands.add_parser("logout", help="remove subscription accounts")
     logout.add_argument("provider", help="claude or codex")
@@ -114,7 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "import":
         return _import(args.provider, args.source, args.config)
     if command == "status":
-        return _status(args.config)
+        return _status(args.config, host=args.host, port=args.port)
+    if command == "reset":
+        return _reset(args.provider, args.account, args.config, host=args.host, port=args.port)
     if command == "logout":
         return _logout(args.provider, args.account, args.config)
     return _serve(
@@ -294,12 +311,114 @@ def _when(expires_at: float | None, now: float) -> str:
     return f"{stamp} (in {relative})" if left > 0 else f"{stamp} ({relative} ago)"
 
 
-def _status(config_path: str | None) -> int:
+# ------------------------------------------------------------------------------------------
+# A running server's live state: GET /mux/status, POST /mux/reset
+
+#: Seconds to wait for a running server: it answers these from memory.
+SERVER_TIMEOUT = 1.0
+
+
+@attrs.frozen
+class _Answer:
+    """A running server's answer: the JSON body, or why there is none."""
+
+    url: str
+    body: Any = None
+    #: None when the server answered 2xx with JSON; else what went wrong, for a person.
+    problem: str | None = None
+    #: No server listens there at all (connection refused).
+    absent: bool = False
+
+
+def _server_url(config: Config, host: str | None, port: int | None) -> tuple[str, int, str]:
+    """Where to reach the configured server: a wildcard listen address means this machine."""
+    host = host or config.host
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    port = config.port if port is None else port
+    shown = f"[{host}]" if ":" in host else host
+    return host, port, f"http://{shown}:{port}"
+
+
+def _ask_server(
+    config: Config, host: str | None, port: int | None, method: str, path: str,
+    body: Any = None,
+) -> _Answer:
+    """One request to the running mux server (stdlib, no proxies, ``SERVER_TIMEOUT``)."""
+    host, port, url = _server_url(config, host, port)
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json"} if data is not None else {}
+    connection = http.client.HTTPConnection(host, port, timeout=SERVER_TIMEOUT)
+    try:
+        connection.request(method, path, body=data, headers=headers)
+        reply = connection.getresponse()
+        raw = reply.read()
+    except ConnectionRefusedError:
+        return _Answer(url, problem=f"no mux server is running at {url}", absent=True)
+    except TimeoutError:
+        return _Answer(url, problem=f"the mux server at {url} did not answer within "
+                       f"{SERVER_TIMEOUT:g} s")
+    except (OSError, http.client.HTTPException) as exc:
+        return _Answer(url, problem=f"cannot reach a mux server at {url}: {exc}")
+    finally:
+        connection.close()
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if 200 <= reply.status < 300 and isinstance(answer, dict):
+        return _Answer(url, body=answer)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if reply.status == 404 and not isinstance(message, str):
+        message = "it has no management endpoints (an older mux, or not mux)"
+    detail = message if isinstance(message, str) else f"HTTP {reply.status}"
+    return _Answer(url, problem=f"the mux server at {url} refused: {detail}")
+
+
+def _live_accounts(config: Config, body: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """The server's accounts by (provider type, account), the way auth files name them: an
+    entry's name is mapped to its type; providers without an entry are named after theirs."""
+    types = {p.name: p.type for p in config.providers}
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for provider in body.get("providers") or ():
+        if not isinstance(provider, dict) or not isinstance(provider.get("name"), str):
+            continue
+        name = provider["name"]
+        for account in provider.get("accounts") or ():
+            if isinstance(account, dict) and isinstance(account.get("id"), str):
+                found[(types.get(name, name), account["id"])] = {**account, "provider": name}
+    return found
+
+
+def _cooling(account: dict[str, Any]) -> str | None:
+    """An account's running cooldowns for a person: ``cooling down until <local time>
+    (<reason>)``, one per scope; None when there is none."""
+    shown = []
+    for cooldown in account.get("cooldowns") or ():
+        if not isinstance(cooldown, dict) or not isinstance(cooldown.get("until"), (int, float)):
+            continue
+        what = "failing auth" if cooldown.get("state") == "auth-failing" else "cooling down"
+        scope = cooldown.get("scope")
+        if isinstance(scope, str):
+            what += f" ({scope})"
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(cooldown["until"]))
+        reason = " ".join(str(cooldown.get("reason") or "").split())
+        if len(reason) > 60:
+            reason = reason[:59] + "…"
+        status = cooldown.get("status")
+        cause = f"{status} {reason}".strip() if isinstance(status, int) else reason
+        shown.append(f"{what} until {stamp} ({cause})" if cause else f"{what} until {stamp}")
+    return "; ".join(shown) or None
+
+
+def _status(config_path: str | None, *, host: str | None = None, port: int | None = None) -> int:
 
     config = _load_config(config_path)
     if config is None:
         return 2
     store = AuthStore.from_config(config)
+    server = _ask_server(config, host, port, "GET", "/mux/status")
+    live = _live_accounts(config, server.body) if server.body is not None else {}
     rows = [("PROVIDER", "ACCOUNT", "TOKEN EXPIRES", "STATE", "FILE")]
     now = time.time()
     problems = []
@@ -315,18 +434,53 @@ def _status(config_path: str | None) -> int:
             state = "expired (refreshed on use)" if c.refresh_token else "expired: log in again"
         elif state == "revoked":
             state = "revoked: log in again"
+        cooling = _cooling(live.pop((c.provider, c.account), {}))
+        if cooling:
+            state = cooling if state == "ok" else f"{state}; {cooling}"
         rows.append((c.provider, c.account, _when(c.expires_at, now), state, path.name))
     if len(rows) == 1 and not problems:
         print(f"no subscription accounts in {store.directory} (mux login claude|codex, "
               "or mux import)")
-        return 0
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
-    for problem in problems:
-        print(f"unreadable: {problem}")
-    print(f"\n{store.directory}: the states in the files; cooldowns (quota) are known only to "
-          "a running mux serve")
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        for problem in problems:
+            print(f"unreadable: {problem}")
+    others = [(a["provider"], account, state) for (_, account), a in live.items()
+              if (state := _cooling(a))]
+    if others:
+        print("\nother accounts of the running server:")
+        for provider, account, state in others:
+            print(f"  {provider}  {account}  {state}")
+    if server.problem is None:
+        print(f"\n{store.directory}: the states in the files, with the cooldowns of the mux "
+              f"server at {server.url}")
+    else:
+        print(f"\n{server.problem}: the states in the files only (cooldowns are known only to "
+              "a running mux serve)")
+    return 0
+
+
+def _reset(
+    provider: str | None, account: str | None, config_path: str | None, *,
+    host: str | None = None, port: int | None = None,
+) -> int:
+
+    config = _load_config(config_path)
+    if config is None:
+        return 2
+    if provider is not None:  # a subscription type stands for its entry
+        entries = [p.name for p in config.providers if provider in (p.name, p.type)]
+        provider = provider if provider in entries or not entries else entries[0]
+    target = {k: v for k, v in (("provider", provider), ("account", account)) if v is not None}
+    server = _ask_server(config, host, port, "POST", "/mux/reset", target)
+    if server.problem is not None:
+        print(f"mux: {server.problem}", file=sys.stderr)
+        return 1
+    cleared = server.body.get("cleared")
+    which = " ".join(filter(None, (provider, account))) or "every account"
+    print(f"{which}: cleared {cleared} cooldown{'' if cleared == 1 else 's'}")
     return 0
 
 

@@ -200,8 +200,15 @@ class RoutingConfig:
     request_retry: int = attrs.field(default=3, validator=_check_positive)
     #: Seconds: the cap on the backoff between attempts.
     max_retry_interval: float = attrs.field(default=30.0, validator=_check_seconds)
-    #: Seconds: the cap on any cooldown an upstream asks for.
+    #: Seconds: the cap on the cooldowns mux picks itself: the exponential backoff of
+    #: transient failures and of rate limits that name no reset time, and the cooldown of an
+    #: account failing authentication or out of credit. The account is probed after it.
     max_cooldown: float = attrs.field(default=3600.0, validator=_check_seconds)
+    #: Seconds: the cap on a cooldown whose end the upstream names on a rate limit or quota
+    #: (``Retry-After``, Codex's ``resets_at``, Antigravity's ``quotaResetDelay``, Claude's
+    #: ``anthropic-ratelimit-unified-reset``): such a reset, even days away, is honoured up
+    #: to this (default 7 days), then the account is probed again.
+    max_quota_cooldown: float = attrs.field(default=7 * 86400.0, validator=_check_seconds)
     #: Models to try, in order, when every account of a model fails.
     fallbacks: dict[str, list[str]] = attrs.field(factory=dict)
 

@@ -46,17 +46,38 @@ its accounts. For every request it:
                                           auth for (account, model), ``max-cooldown``
    402                                    the account is out of credit: every model,
                                           ``max-cooldown``
-   429                                    (account, model) cools until ``retry_after``
-                                          (capped by ``max-cooldown``); without one, as
-                                          a transient failure
+   429 (or kind RATE_LIMIT)               (account, quota scope) cools until the
+                                          upstream's ``retry_after`` (capped by
+                                          ``max-quota-cooldown``); without one, as a
+                                          transient failure
    408, 5xx, timeouts, refused or broken  (account, model) cools 1 s, 2 s, 4 s, ... per
    connections (kind UPSTREAM/TIMEOUT)    consecutive failure, capped by ``max-cooldown``
    ====================================  ==============================================
 
+   **Quota scopes.** A rate limit or quota covers what the provider says it covers
+   (:meth:`~mux.providers.AccountProvider.quota_scope` of the upstream model): the model
+   alone (API keys), a model family (Antigravity), or the whole account (Claude's 5 h and 7 d
+   windows, Codex's usage limits, Copilot's premium requests). Cooldowns are kept per
+   (provider, account, *scope*), where a scope is None (the whole account), a model, or a
+   family name; a candidate is available when none of its account's, its model's and its
+   model's quota scope's records runs.
+
+   **Named resets.** A reset time the upstream names (``retry_after`` on a rate limit: from
+   ``Retry-After``, Codex's ``resets_at``, Antigravity's ``quotaResetDelay``, Claude's
+   ``anthropic-ratelimit-unified-reset``) is honoured as given, even days away, up to
+   ``max-quota-cooldown`` (7 days by default) so that a wrong answer cannot bench an account
+   for ever; ``max-cooldown`` caps only the lengths mux picks itself (the exponential
+   backoff, and authentication and credit failures). :meth:`Router.reset` (``POST
+   /mux/reset``, ``mux reset``) ends cooldowns by hand.
+
    After the cooldown the account is simply eligible again (a *probe*): a success clears its
-   state, a failure cools it again with the next step of the exponential sequence. A failure
-   reported while a cooldown is already running (a request that started before it) extends
-   the cooldown but does not escalate it, so a burst of concurrent failures counts as one.
+   state, a failure cools it again (for the new reset time the upstream names, or the next
+   step of the exponential sequence). A failure reported while a cooldown is already running
+   (a request that started before it) extends the cooldown but does not escalate it, so a
+   burst of concurrent failures counts as one. Likewise a success clears only the records
+   that were there when its attempt *started* (those of the account, the model and the
+   model's quota scope: the success proves each of them is over): a request that started
+   before a concurrent 429 and succeeded after it proves nothing about the quota now.
 
 4. **Retries** up to ``request-retry`` attempts in all, across accounts, providers and
    fallback models. Decisions:
@@ -118,6 +139,7 @@ __all__ = [
     "Fault",
     "Router",
     "classify",
+    "cooldown_length",
 ]
 
 log = logging.getLogger("mux.router")
@@ -142,7 +164,7 @@ class Fault(enum.Enum):
     PERMISSION = "permission"
     #: 402: the account is out of credit, for every model.
     PAYMENT = "payment"
-    #: 429: rate limit or quota for this (account, model).
+    #: 429: rate limit or quota, for the account's quota scope of this model.
     RATE_LIMIT = "rate-limit"
     #: 408, 5xx, timeouts, unreachable upstreams: likely to pass.
     TRANSIENT = "transient"
@@ -166,6 +188,34 @@ def classify(error: MuxError) -> Fault:
     return Fault.TRANSIENT
 
 
+def cooldown_length(
+    fault: Fault, retry_after: float | None, failures: int, routing: RoutingConfig
+) -> float:
+    """Seconds a failure cools its scope for (see the module docstring).
+
+    Args:
+      fault: the failure's :func:`classify`.
+      retry_after: the seconds the upstream named, if any (only a rate limit's count).
+      failures: consecutive failures of the scope, this one included (at least 1).
+      routing: ``max-cooldown`` and ``max-quota-cooldown``.
+    """
+    if fault in (Fault.AUTH, Fault.PERMISSION, Fault.PAYMENT):
+        return routing.max_cooldown
+    if fault is Fault.RATE_LIMIT and retry_after is not None and not math.isnan(retry_after):
+        return min(max(retry_after, 0.0), routing.max_quota_cooldown)
+    return min(BASE_COOLDOWN * 2 ** min(failures - 1, 64), routing.max_cooldown)
+
+
+def _scope(candidate: _Candidate, fault: Fault) -> str | None:
+    """What a failure of ``candidate`` cools: the whole account (None) for credentials and
+    credit, the provider's quota scope for a rate limit, else the upstream model."""
+    if fault in (Fault.AUTH, Fault.PAYMENT):
+        return None
+    if fault is Fault.RATE_LIMIT:
+        return candidate.provider.quota_scope(candidate.upstream)
+    return candidate.upstream
+
+
 class AccountState(enum.Enum):
     """What ``mux status`` shows for an account."""
 
@@ -178,8 +228,9 @@ class AccountState(enum.Enum):
 class Cooldown:
     """One running cooldown of an account."""
 
-    #: The upstream model it covers; None covers every model of the account.
-    model: str | None
+    #: What it covers: None every model of the account, else an upstream model or (for a
+    #: rate limit of a provider that scopes quotas by family) a family name.
+    scope: str | None
     state: AccountState
     #: When it ends, on the router's clock; ``remaining`` is the seconds until then.
     until: float
@@ -206,16 +257,21 @@ class AccountStatus:
 
 @attrs.define(eq=False)
 class _Penalty:
-    """The failure state of one (account, model), or of a whole account (model None)."""
+    """The failure state of one (account, scope): a model, a quota family, or the whole
+    account (scope None)."""
 
     until: float
+    #: When it was last recorded, on the router's clock: a success clears it only if its
+    #: attempt started at or after this.
+    since: float
     failures: int
     state: AccountState
     status: int
     reason: str
 
 
-#: (provider name, account id, upstream model or None for the whole account)
+#: (provider name, account id, scope: an upstream model, a quota family, or None for the
+#: whole account)
 _Key = tuple[str, str, str | None]
 
 
@@ -235,6 +291,13 @@ class _Candidate:
 
     def describe(self) -> str:
         return f"provider {self.provider.name!r} account {self.account.id!r}"
+
+    def keys(self) -> tuple[_Key, ...]:
+        """The cooldown records that concern this candidate: its account's, its model's and
+        its model's quota scope's (each once)."""
+        provider, account = self.account_key
+        scopes = dict.fromkeys((None, self.upstream, self.provider.quota_scope(self.upstream)))
+        return tuple((provider, account, scope) for scope in scopes)
 
 
 class Router:
@@ -432,7 +495,7 @@ class Router:
             for account in provider.accounts():
                 cooldowns = tuple(
                     Cooldown(
-                        model=model,
+                        scope=scope,
                         state=penalty.state,
                         until=penalty.until,
                         remaining=penalty.until - now,
@@ -440,7 +503,7 @@ class Router:
                         reason=penalty.reason,
                         failures=penalty.failures,
                     )
-                    for (p, a, model), penalty in self._penalties.items()
+                    for (p, a, scope), penalty in self._penalties.items()
                     if (p, a) == (provider.name, account.id) and penalty.until > now
                 )
                 states = {c.state for c in cooldowns}
@@ -472,22 +535,19 @@ class Router:
             del self._penalties[key]
         return len(doomed)
 
+    def _running(self, candidate: _Candidate, now: float) -> list[_Penalty]:
+        """The cooldowns of ``candidate`` that have not ended by ``now``."""
+        return [
+            penalty for key in candidate.keys()
+            if (penalty := self._penalties.get(key)) is not None and penalty.until > now
+        ]
+
     def _available(self, candidate: _Candidate, now: float) -> bool:
-        provider, account = candidate.account_key
-        for model in (None, candidate.upstream):
-            penalty = self._penalties.get((provider, account, model))
-            if penalty is not None and penalty.until > now:
-                return False
-        return True
+        return not self._running(candidate, now)
 
     def _ready_at(self, candidate: _Candidate, now: float) -> float:
         """When ``candidate`` stops cooling down (``now`` if it is not cooling)."""
-        provider, account = candidate.account_key
-        return max(
-            (p.until for m in (None, candidate.upstream)
-             if (p := self._penalties.get((provider, account, m))) is not None),
-            default=now,
-        )
+        return max((p.until for p in self._running(candidate, now)), default=now)
 
     @contextmanager
     def _using(self, candidate: _Candidate) -> Iterator[None]:
@@ -502,35 +562,29 @@ class Router:
         """Record a failure of ``candidate``; returns the cooldown's length in seconds."""
         now = self._clock()
         provider, account = candidate.account_key
-        cap = self.routing.max_cooldown
         state = AccountState.COOLING
-        model: str | None = candidate.upstream
-        if fault in (Fault.AUTH, Fault.PAYMENT):
-            model = None
         if fault in (Fault.AUTH, Fault.PERMISSION):
             state = AccountState.AUTH_FAILING
-        key = (provider, account, model)
+        key = (provider, account, _scope(candidate, fault))
         penalty = self._penalties.get(key)
         running = penalty is not None and penalty.until > now
         failures = (penalty.failures if penalty else 0) + (0 if running else 1)
-        if fault in (Fault.AUTH, Fault.PERMISSION, Fault.PAYMENT):
-            length = cap
-        elif fault is Fault.RATE_LIMIT and error.retry_after is not None:
-            length = min(max(error.retry_after, 0.0), cap)
-        else:
-            length = min(BASE_COOLDOWN * 2 ** (failures - 1), cap)
-        until = now + length
+        until = now + cooldown_length(fault, error.retry_after, failures, self.routing)
         if penalty is not None and running:
             until = max(until, penalty.until)
         self._penalties[key] = _Penalty(
-            until=until, failures=failures, state=state, status=error.status, reason=error.message
+            until=until, since=now, failures=failures, state=state, status=error.status,
+            reason=error.message,
         )
         return until - now
 
-    def _clear(self, candidate: _Candidate) -> None:
-        provider, account = candidate.account_key
-        self._penalties.pop((provider, account, None), None)
-        self._penalties.pop((provider, account, candidate.upstream), None)
+    def _clear(self, candidate: _Candidate, started: float) -> None:
+        """Forget the cooldowns a success of ``candidate`` disproves: its account's, its
+        model's and its quota scope's, as recorded before its attempt ``started``."""
+        for key in candidate.keys():
+            penalty = self._penalties.get(key)
+            if penalty is not None and penalty.since <= started:
+                del self._penalties[key]
 
     # ---------------------------------------------------------------------------------------
     # Choosing
@@ -622,6 +676,8 @@ class _Attempts:
     model: str
     chain: list[tuple[str, list[_Candidate]]]
     failures: list[tuple[_Candidate, MuxError]] = attrs.Factory(list)
+    #: When the current attempt started, on the router's clock.
+    started: float = 0.0
 
     @property
     def _limit(self) -> int:
@@ -644,6 +700,7 @@ class _Attempts:
                 candidate = self.router._pick(self.chain)
         if candidate is None:
             raise self._give_up()
+        self.started = self.router._clock()
         return candidate
 
     def failed(self, candidate: _Candidate, error: MuxError) -> None:
@@ -685,7 +742,7 @@ class _Attempts:
         )
 
     def succeeded(self, candidate: _Candidate) -> None:
-        self.router._clear(candidate)
+        self.router._clear(candidate, self.started)
         log.debug(
             "%s: attempt %d/%d via %s answered (upstream model %r)",
             self.model, len(self.failures) + 1, self._limit, candidate.describe(),
@@ -731,12 +788,7 @@ class _Attempts:
     def _all_cooling(self) -> MuxError:
         now = self.router._clock()
         candidates = [c for _, cs in self.chain for c in cs]
-        states = {
-            p.state
-            for c in candidates
-            for m in (None, c.upstream)
-            if (p := self.router._penalties.get((*c.account_key, m))) is not None and p.until > now
-        }
+        states = {p.state for c in candidates for p in self.router._running(c, now)}
         if states == {AccountState.AUTH_FAILING}:
             names = ", ".join(c.describe() for c in candidates)
             return UpstreamError(

@@ -7,12 +7,21 @@ client's format, with its status, at one place (:meth:`Gateway.handle`).
 
 Which format a client speaks is the route's, except on the paths several formats share
 (``GET /v1/models``): there the client's headers tell (:func:`_client_format`).
+
+Two management endpoints show and change the router's live state (what ``mux status`` and
+``mux reset`` ask a running server): ``GET /mux/status`` lists every provider's accounts with
+their state, requests in flight and running cooldowns; ``POST /mux/reset`` (optional body
+``{"provider": ..., "account": ...}``) ends cooldowns by hand. They answer only loopback
+clients (:func:`_check_management_access`), even when the gateway listens on every interface.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from types import ModuleType
@@ -32,7 +41,9 @@ from mux.formats import (
 )
 from mux.framing import FramingError, dumps, loads
 from mux.providers import Provider
+from mux.router import AccountStatus, Cooldown, Router
 from mux.server import HttpRequest, HttpResponse
+from mux.upstream import scrub
 
 __all__ = ["Gateway", "decode_json", "error_response"]
 
@@ -316,6 +327,128 @@ async def _ollama_show(gateway: Gateway, request: HttpRequest, match: re.Match[s
     return _json_response(ollama.render_show(model))
 
 
+# --------------------------------------------------------------------------------------------
+# Management: the router's live state
+
+#: Longest cooldown reason shown (an upstream's message can be a whole HTML page).
+_MAX_REASON = 300
+
+
+def _is_loopback(client: str) -> bool:
+    """Whether ``host:port`` (``[v6]:port``) names a loopback peer; False for anything else."""
+    host = client[1:].partition("]")[0] if client.startswith("[") else client.rpartition(":")[0]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _check_management_access(request: HttpRequest) -> None:
+    """Let a management request through, or say why not.
+
+    Raises:
+      RequestError: 403 from a peer that is not loopback.
+    """
+    if not _is_loopback(request.client):
+        raise RequestError(
+            f"{request.path} answers only clients on this machine (loopback)",
+            kind=ir.ErrorKind.PERMISSION,
+        )
+
+
+def _routers(gateway: Gateway) -> list[Router]:
+    return [p for p in gateway.providers if isinstance(p, Router)]
+
+
+def _cooldown_json(cooldown: Cooldown, secrets: list[str], wall_now: float) -> dict[str, Any]:
+    until = wall_now + cooldown.remaining
+    reason = scrub(cooldown.reason, secrets)
+    if len(reason) > _MAX_REASON:
+        reason = reason[: _MAX_REASON - 1] + "…"
+    iso = datetime.datetime.fromtimestamp(until, datetime.UTC).isoformat(timespec="seconds")
+    return {
+        "scope": cooldown.scope,
+        "state": cooldown.state.value,
+        "until": round(until, 3),
+        "until_iso": iso.replace("+00:00", "Z"),
+        "remaining": round(max(cooldown.remaining, 0.0), 3),
+        "status": cooldown.status,
+        "reason": reason,
+        "failures": cooldown.failures,
+    }
+
+
+def _account_json(status: AccountStatus, secrets: list[str], wall_now: float) -> dict[str, Any]:
+    return {
+        "id": status.account,
+        "state": status.state.value,
+        "in_flight": status.in_flight,
+        "cooldowns": [_cooldown_json(c, secrets, wall_now) for c in status.cooldowns],
+    }
+
+
+async def _mux_status(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    """Every provider's accounts with state, load and cooldowns (``until``: Unix time)."""
+    _check_management_access(request)
+    wall_now = time.time()
+    providers = []
+    for router in _routers(gateway):
+        by_provider: dict[str, list[AccountStatus]] = {p.name: [] for p in router.providers}
+        for status in router.status():
+            by_provider[status.provider].append(status)
+        for provider in router.providers:
+            secrets = [a.secret for a in provider.accounts() if a.secret]
+            accounts = [_account_json(s, secrets, wall_now) for s in by_provider[provider.name]]
+            providers.append({"name": provider.name, "accounts": accounts})
+    return _json_response({"now": round(wall_now, 3), "providers": providers})
+
+
+def _reset_target(body: bytes) -> tuple[str | None, str | None]:
+    """The optional ``provider`` and ``account`` of a reset request's body.
+
+    Raises:
+      RequestError: the body is not a JSON object of those (string) fields.
+    """
+    if not body.strip():
+        return None, None
+    data = decode_json(body)
+    if not isinstance(data, dict):
+        raise RequestError("the request body must be a JSON object {provider, account}")
+    unknown = sorted(set(data) - {"provider", "account"})
+    if unknown:
+        raise RequestError(f"unknown field(s) {', '.join(unknown)}: expected provider, account")
+    for field in ("provider", "account"):
+        if data.get(field) is not None and not isinstance(data[field], str):
+            raise RequestError(f"{field}: expected a string", param=field)
+    return data.get("provider"), data.get("account")
+
+
+async def _mux_reset(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+    """End the cooldowns of every account, a provider's, or one account; answers the count."""
+    _check_management_access(request)
+    provider, account = _reset_target(request.body)
+    routers = _routers(gateway)
+    providers = [p for router in routers for p in router.providers]
+    known = [(p.name, a.id) for p in providers for a in p.accounts()]
+    if provider is not None and provider not in {name for name, _ in known}:
+        names = ", ".join(sorted({p.name for p in providers}))
+        raise RequestError(
+            f"no provider named {provider!r}; known: {names or '(none)'}",
+            param="provider", kind=ir.ErrorKind.NOT_FOUND,
+        )
+    if account is not None and not any(
+        a == account and provider in (None, p) for p, a in known
+    ):
+        where = f" of provider {provider!r}" if provider else ""
+        raise RequestError(
+            f"no account {account!r}{where}", param="account", kind=ir.ErrorKind.NOT_FOUND
+        )
+    cleared = sum(router.reset(provider, account) for router in routers)
+    return _json_response({"cleared": cleared})
+
+
 @attrs.frozen
 class Route:
     method: str
@@ -379,9 +512,16 @@ def _ollama_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
     return table
 
 
+def _management_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
+    return [
+        ("GET", r"/mux/status", _mux_status, openai_chat),
+        ("POST", r"/mux/reset", _mux_reset, openai_chat),
+    ]
+
+
 def _routes() -> tuple[Route, ...]:
     groups = (_openai_routes, _completions_routes, _responses_routes, _anthropic_routes,
-              _gemini_routes, _ollama_routes)
+              _gemini_routes, _ollama_routes, _management_routes)
     return tuple(Route(m, re.compile(p), e, f) for group in groups for m, p, e, f in group())
 
 

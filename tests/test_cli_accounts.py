@@ -17,11 +17,17 @@ from typing import Any
 import attrs
 import httpx
 import pytest
+import trio
 
 from mux.auth import AuthStore, Credentials, load_credentials
 from mux.cli import main
 from mux.oauth import LoginContext, pkce, state_token
+import mux.upstream as upstream_module
 from mux.providers import subscriptions
+from tests.test_router import Scripted
+from tests.test_router import error as router_error
+from tests.test_router import request as router_request
+from tests.test_status import THREE_DAYS, Served, cooling_mux, serve
 
 SECRET = "SECRET-access-token-0123456789"
 REFRESH = "SECRET-refresh-token-0123456789"
@@ -71,12 +77,17 @@ def kind(monkeypatch: pytest.MonkeyPatch) -> FakeKind:
     return fake
 
 
+def write_config(tmp_path: Path, port: int) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(f'port = {port}\nauth-dir = "{tmp_path / "auth"}"\n')
+    return str(path)
+
+
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A config whose server port nothing listens on (``mux status``: no server running)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    path = tmp_path / "config.toml"
-    path.write_text(f'auth-dir = "{tmp_path / "auth"}"\n')
-    return str(path)
+    return write_config(tmp_path, free_port())
 
 
 def store(tmp_path: Path) -> AuthStore:
@@ -282,7 +293,8 @@ def test_status_lists_accounts_and_states_never_tokens(
     assert "revoked: log in again" in rows["gone@x"]
     assert "expired: log in again" in rows["norefresh@x"]
     assert "unreadable: " in out and "claude-broken.json: provider: required key is missing" in out
-    assert "cooldowns (quota) are known only to a running mux serve" in out
+    assert "no mux server is running at http://127.0.0.1:" in out
+    assert "cooldowns are known only to a running mux serve" in out
 
 
 def test_status_with_no_accounts(config: str, tmp_path: Path,
@@ -324,3 +336,79 @@ def test_a_login_error_from_inside_a_nursery_is_reported(
     monkeypatch.setitem(subscriptions.REGISTRY, "codex", attrs.evolve(real, login=login))
     assert main(["login", "codex", "--config", config]) == 1
     assert capsys.readouterr().err == "mux: login failed: the device code expired\n"
+
+
+# ------------------------------------------------------------------------------------------
+# status and reset with a running server
+
+
+async def cooling_claude(nursery: trio.Nursery) -> Served:
+    """A running mux whose ``claude`` account ada@example.com is cooling for three days after
+    an account-wide quota 429, and whose bob@example.com is fine."""
+    claude = Scripted("claude", ["ada@example.com", "bob@example.com"],
+                      served={"claude-sonnet": "claude-sonnet"}, scope=lambda model: None)
+    claude.fail("ada@example.com", router_error(429, retry_after=THREE_DAYS,
+                                                message="5-hour limit reached"))
+    served = await serve(nursery, [claude])
+    await served.router.complete(router_request("claude-sonnet"))  # fails over to bob
+    return served
+
+
+async def test_status_shows_a_running_servers_cooldowns(
+        nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    served = await cooling_claude(nursery)
+    auth = store(tmp_path)
+    for account in ("ada@example.com", "bob@example.com"):
+        auth.save(Credentials(provider="claude", account=account, access_token=SECRET,
+                              refresh_token=REFRESH, expires_at=time.time() + 3600))
+    config = write_config(tmp_path, served.port)
+    assert await trio.to_thread.run_sync(main, ["status", "--config", config]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[1]: line for line in out.splitlines()[1:3]}
+    stamps = {time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + THREE_DAYS - lag))
+              for lag in (0, 5)}  # the cooldown began a moment ago
+    assert any(f"cooling down until {until} (429 5-hour limit reached)" in rows["ada@example.com"]
+               for until in stamps)
+    assert "cooling" not in rows["bob@example.com"]
+    assert rows["bob@example.com"].split()[-2:] == ["ok", "claude-bob@example.com.json"]
+    assert f"with the cooldowns of the mux server at http://127.0.0.1:{served.port}" in out
+    assert SECRET not in out
+
+
+async def test_status_lists_other_cooling_accounts_of_the_server(
+        nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """API-key accounts have no file; a cooling one is listed below the table."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    async with upstream_module.Upstreams(trust_env=False) as clients:
+        served = await cooling_mux(nursery, clients)
+        config = write_config(tmp_path, served.port)
+        assert await trio.to_thread.run_sync(main, ["status", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no subscription accounts in")
+    (line,) = [line for line in out.splitlines() if "up#" in line]
+    assert line.split()[:5] == ["up", "up#1", "cooling", "down", "(model-a)"]
+    assert "(429 Rate limit reached for requests)" in line and "sk-live" not in out
+
+
+async def test_reset_ends_a_running_servers_cooldowns(
+        nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    served = await cooling_claude(nursery)
+    config = write_config(tmp_path, served.port)
+    reset = ["reset", "claude", "nobody@example.com", "--config", config]
+    assert await trio.to_thread.run_sync(main, reset) == 1
+    refusal = "refused: no account 'nobody@example.com' of provider 'claude'"
+    assert refusal in capsys.readouterr().err
+    reset = ["reset", "claude", "ada@example.com", "--config", config]
+    assert await trio.to_thread.run_sync(main, reset) == 0
+    assert capsys.readouterr().out == "claude ada@example.com: cleared 1 cooldown\n"
+    assert [s.cooldowns for s in served.router.status()] == [(), ()]
+
+
+def test_reset_without_a_server_says_so(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["reset", "--config", config]) == 1
+    assert "mux: no mux server is running at http://127.0.0.1:" in capsys.readouterr().err

@@ -7,9 +7,9 @@ cooldown in no time, and ``trio.current_time()`` says exactly when each attempt 
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest
@@ -76,6 +76,8 @@ class Scripted:
     calls: list[tuple[str, str, float]] = attrs.Factory(list)
     open_streams: int = 0
     closed_streams: int = 0
+    #: The quota scope of each upstream model (the AccountProvider default: the model).
+    scope: Callable[[str], str | None] = lambda model: model
 
     def fail(self, account: str, *outcomes: Outcome) -> Scripted:
         self.script.setdefault(account, collections.deque()).extend(outcomes)
@@ -89,6 +91,9 @@ class Scripted:
 
     def upstream_model(self, model: str) -> str | None:
         return self.served.get(model)
+
+    def quota_scope(self, model: str) -> str | None:
+        return self.scope(model)
 
     def _outcome(self, request: ir.Request, account: Account) -> Outcome:
         assert account.provider == self.name
@@ -145,6 +150,17 @@ class Scripted:
                 yield event
         finally:
             self.closed_streams += 1
+
+
+@attrs.define(eq=False)
+class Slow(Scripted):
+    """Scripted, but whole answers for the models in ``slow`` take that many seconds."""
+
+    slow: dict[str, float] = attrs.Factory(dict)
+
+    async def complete(self, request: ir.Request, account: Account) -> ir.Response:
+        await trio.sleep(self.slow.get(request.model, 0))
+        return await super().complete(request, account)
 
 
 def error(status: int, retry_after: float | None = None, message: str | None = None) -> MuxError:
@@ -322,7 +338,7 @@ async def test_429_cools_the_account_until_retry_after_then_reprobes_it(
     assert [c[0] for c in a.calls] == ["a1", "a2"]
     assert trio.current_time() == 0
     (cooldown,) = next(s for s in router.status() if s.account == "a1").cooldowns
-    assert (cooldown.state, cooldown.model, cooldown.remaining, cooldown.status) == (
+    assert (cooldown.state, cooldown.scope, cooldown.remaining, cooldown.status) == (
         AccountState.COOLING, "m", 30, 429
     )
     await trio.sleep(29)
@@ -341,14 +357,142 @@ async def test_429_cooldown_is_per_model(autojump_clock: trio.testing.MockClock)
     assert await ask(router, "n") == "a/a1"  # the same account still serves another model
 
 
-async def test_429_retry_after_is_capped_by_max_cooldown(
+def family(model: str) -> str:
+    """A quota family as Antigravity's: the name up to its first dash."""
+    return model.split("-")[0]
+
+
+async def test_an_account_wide_429_blocks_every_model_and_fails_over(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    a = Scripted("a", ["a1", "a2"]).fail("a1", error(429, retry_after=7 * 86400))
-    router = Router([a], routing(max_cooldown=600))
+    served = {"sonnet": "sonnet", "opus": "opus"}
+    a = Scripted("a", ["a1", "a2"], served=served, scope=lambda model: None)
+    a.fail("a1", error(429, retry_after=3600))
+    router = Router([a], routing(strategy="fill-first"))
+    assert await ask(router, "sonnet") == "a/a2"
+    assert await ask(router, "opus") == "a/a2"  # the same quota: not even tried on a1
+    assert [account for account, _, _ in a.calls] == ["a1", "a2", "a2"]
+    (cooldown,) = next(s for s in router.status() if s.account == "a1").cooldowns
+    assert (cooldown.scope, cooldown.remaining, cooldown.status) == (None, 3600, 429)
+
+
+async def test_a_family_429_blocks_the_family_but_not_another_family(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    served = {m: m for m in ("gemini-pro", "gemini-flash", "claude-sonnet")}
+    a = Scripted("a", ["a1"], served=served, scope=family).fail("a1", error(429, retry_after=60))
+    b = Scripted("b", ["b1"], served=served, priority=-1)
+    router = Router([a, b], routing())
+    assert await ask(router, "gemini-pro") == "b/b1"
+    assert await ask(router, "gemini-flash") == "b/b1"  # same family, same quota
+    assert await ask(router, "claude-sonnet") == "a/a1"  # another family's quota is fine
+    (cooldown,) = next(s for s in router.status() if s.account == "a1").cooldowns
+    assert cooldown.scope == "gemini"
+
+
+async def test_a_per_model_429_leaves_other_models_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = Scripted("a", ["a1"], served={"m": "m", "n": "n"}).fail("a1", error(429, retry_after=30))
+    b = Scripted("b", ["b1"], served={"m": "m"}, priority=-1)
+    router = Router([a, b], routing())
+    assert await ask(router, "m") == "b/b1"
+    assert await ask(router, "n") == "a/a1"  # the same account still serves another model
+    (cooldown,) = next(s for s in router.status() if s.account == "a1").cooldowns
+    assert cooldown.scope == "m"
+
+
+async def test_non_quota_faults_keep_their_scopes_on_an_account_wide_provider(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A 5xx is about one model's request, not the account's quota."""
+    a = Scripted("a", ["a1"], served={"m": "m", "n": "n"}, scope=lambda model: None)
+    a.fail("a1", error(503))
+    b = Scripted("b", ["b1"], served={"m": "m"}, priority=-1)
+    router = Router([a, b], routing())
+    assert await ask(router, "m") == "b/b1"
+    assert await ask(router, "n") == "a/a1"
+
+
+async def test_a_named_reset_days_away_is_honoured_then_reprobed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    days = 3 * 86400
+    a = Scripted("a", ["a1", "a2"], scope=lambda model: None)
+    a.fail("a1", error(429, retry_after=days))
+    router = Router([a], routing(strategy="fill-first", max_cooldown=600))
+    assert await ask(router) == "a/a2"
+    (cooldown,) = next(s for s in router.status() if s.account == "a1").cooldowns
+    assert cooldown.remaining == days  # not max-cooldown's 600 s
+    await trio.sleep(days - 1)
+    assert await ask(router) == "a/a2"  # still honoured a second before the reset
+    await trio.sleep(1)
+    a.fail("a1", error(429, retry_after=days))  # the probe finds the quota still exhausted
+    assert await ask(router) == "a/a2"
+    (cooldown,) = next(s for s in router.status() if s.account == "a1").cooldowns
+    assert cooldown.remaining == days  # cooled again for the new named reset
+    await trio.sleep(days)
+    assert await ask(router) == "a/a1"  # this probe succeeds: the state is cleared
+    assert state_of(router, "a", "a1") is AccountState.OK
+    assert [t for account, _, t in a.calls if account == "a1"] == [0, days, 2 * days]
+
+
+async def test_a_named_reset_is_capped_by_max_quota_cooldown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    a = Scripted("a", ["a1", "a2"]).fail("a1", error(429, retry_after=30 * 86400))
+    router = Router([a], routing(max_cooldown=600, max_quota_cooldown=7 * 86400))
     await ask(router)
     (cooldown,) = next(s for s in router.status() if s.account == "a1").cooldowns
-    assert cooldown.remaining == 600
+    assert cooldown.remaining == 7 * 86400
+
+
+async def test_a_429_without_a_named_reset_backs_off_capped_by_max_cooldown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    flaky = Scripted("flaky", ["f"], always={"f": error(429)}, scope=lambda model: None)
+    spare = Scripted("spare", ["s"])
+    router = Router([flaky, spare], routing(strategy="fill-first", max_cooldown=3))
+    lengths = []
+    for _ in range(4):
+        await ask(router)
+        (cooldown,) = next(s for s in router.status() if s.provider == "flaky").cooldowns
+        lengths.append(cooldown.remaining)
+        await trio.sleep(cooldown.remaining)
+    assert lengths == [1, 2, 3, 3]
+
+
+async def test_a_success_that_started_before_a_quota_429_does_not_clear_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Model n's request was in flight when model m's 429 came: its success says nothing
+    about the account's quota since, so the account-wide cooldown stays."""
+    a = Slow("a", ["a1"], served={"m": "m", "n": "n"}, scope=lambda model: None, slow={"n": 10})
+    a.fail("a1", error(429, retry_after=3600))  # m's answer; n's comes after it: a success
+    router = Router([a], routing(request_retry=1))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask, router, "n")
+        await trio.sleep(1)
+        with pytest.raises(MuxError, match="429"):
+            await ask(router, "m")
+    assert trio.current_time() == 10  # n answered after the 429
+    (cooldown,) = next(s for s in router.status() if s.account == "a1").cooldowns
+    assert (cooldown.scope, cooldown.remaining) == (None, 3600 - 9)
+
+
+async def test_reset_ends_cooldowns_by_hand(autojump_clock: trio.testing.MockClock) -> None:
+    quota = error(429, retry_after=86400)
+    a = Scripted("a", ["a1", "a2"], always={"a1": quota, "a2": quota})
+    b = Scripted("b", ["b1"], always={"b1": error(500)}, priority=-1)
+    router = Router([a, b], routing(strategy="fill-first", request_retry=3))
+    with pytest.raises(MuxError):
+        await ask(router)
+    assert {s.account for s in router.status() if s.cooldowns} == {"a1", "a2", "b1"}
+    assert router.reset("a", "a1") == 1
+    assert {s.account for s in router.status() if s.cooldowns} == {"a2", "b1"}
+    assert router.reset("nobody") == 0
+    assert router.reset() == 2
+    assert all(s.state is AccountState.OK for s in router.status())
 
 
 async def test_500_cooldown_grows_exponentially_and_success_resets_it(
@@ -425,7 +569,7 @@ async def test_401_marks_the_account_auth_failing_for_every_model(
     (status,) = [s for s in router.status() if s.account == "bad"]
     assert status.state is AccountState.AUTH_FAILING
     (cooldown,) = status.cooldowns
-    assert (cooldown.model, cooldown.remaining, cooldown.reason) == (None, 1800, "invalid x-api-key")
+    assert (cooldown.scope, cooldown.remaining, cooldown.reason) == (None, 1800, "invalid x-api-key")
     await trio.sleep(1800)
     assert await ask(router, "m") == "a/bad"  # re-probed after max-cooldown
     assert state_of(router, "a", "bad") is AccountState.OK
@@ -778,3 +922,17 @@ async def test_every_attempt_is_logged_at_debug_without_secrets(
     assert "cooling 5 s" in lines[0]
     assert "attempt 2/3 via provider 'a' account 'k2' answered" in lines[1]
     assert "sk-secret" not in caplog.text
+
+
+def test_subscriptions_scope_quotas_to_the_whole_account() -> None:
+    """Claude's 5 h / 7 d windows, Codex's usage limits and Copilot's premium requests cover
+    every model of an account; an API key's limits are per model."""
+    from mux.providers.api import ApiProvider
+    from mux.providers.claude import ClaudeProvider
+    from mux.providers.codex import CodexProvider
+    from mux.providers.copilot import CopilotProvider
+
+    for subscription in (ClaudeProvider, CodexProvider, CopilotProvider):
+        assert subscription.quota_scope(cast(Any, None), "some-model") is None, subscription
+    assert ApiProvider.quota_scope(cast(Any, None), "some-model") == "some-model"
+    assert FakeProvider(FakeConfig()).quota_scope("fake-1") == "fake-1"

@@ -278,6 +278,10 @@ class ClaudeProvider(SubscriptionProvider):
         #: Claude Code's session id: one per mux run.
         self._session = str(uuid.uuid4())
 
+    def quota_scope(self, model: str) -> str | None:
+        """The 5 h and 7 d usage windows cover the whole account, every model."""
+        return None
+
     def _generate_url(self, request: ir.Request, *, stream: bool) -> str:
         return self._base + "/v1/messages?beta=true"
 

@@ -297,6 +297,10 @@ class CodexProvider(SubscriptionProvider):
     api = "openai-responses"
     default_models = CODEX.MODELS
 
+    def quota_scope(self, model: str) -> str | None:
+        """The plan's usage limits (``usage_limit_reached``) cover the whole account."""
+        return None
+
     def _generate_url(self, request: ir.Request, *, stream: bool) -> str:
         return self._base + "/responses"
 

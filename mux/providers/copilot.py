@@ -277,6 +277,10 @@ class CopilotProvider(SubscriptionProvider):
     api = "openai"
     default_models = COPILOT.MODELS
 
+    def quota_scope(self, model: str) -> str | None:
+        """The premium-request quota and rate limits are the account's, for every model."""
+        return None
+
     def _generate_url(self, request: ir.Request, *, stream: bool) -> str:
         return self._base + "/chat/completions"
 

@@ -120,6 +120,10 @@ class FakeProvider:
             return model
         return None
 
+    def quota_scope(self, model: str) -> str | None:
+        """Each model on its own, like an API key's."""
+        return model
+
     def serves(self, model: str) -> bool:
         return self.upstream_model(model) is not None
 
