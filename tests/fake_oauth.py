@@ -27,6 +27,17 @@ the token exchange ``/copilot_internal/v2/token`` (``Authorization: token <githu
 ``/models``): the current Copilot token as a Bearer (401 for an old or unknown one) and the
 editor headers (``editor-version``, ``editor-plugin-version``, ``copilot-integration-id``,
 ``openai-intent``, ``x-request-id``).
+
+A :class:`FakeGoogle` of kind ``gemini-cli`` or ``antigravity`` is Google's side of both:
+the OAuth endpoints (authorize with the kind's client id, scopes, ``access_type=offline``,
+``prompt=consent``, S256 challenge and state; a form-only token endpoint checking the client
+id AND secret, the redirect URI and the PKCE verifier; refresh answers without a new refresh
+token, as Google's do, and ``invalid_grant`` once revoked; ``/oauth2/v2/userinfo``), and
+the Code Assist API (``/v1internal:{loadCodeAssist, onboardUser, generateContent,
+streamGenerateContent, countTokens}``, under ``/daily`` and ``/prod`` for antigravity's two
+bases): the current access token as Bearer, the kind's headers, the envelope's fields and
+the account's project; ``onboardUser`` answers a not-``done`` operation at the first poll;
+answers wrapped as ``{"response": ..., "traceId"}``, whole and per SSE event.
 """
 
 from __future__ import annotations
@@ -44,12 +55,13 @@ import attrs
 import trio
 
 from mux.framing import dumps, loads
-from mux.providers.catalog import CLAUDE, CODEX, COPILOT
+from mux.providers.catalog import ANTIGRAVITY, CLAUDE, CODEX, COPILOT, GEMINI_CLI, GOOGLE
 from mux.server import HttpRequest, HttpResponse, Limits, Server
-from tests.upstreams import FakeUpstream, Received, _Refuse
+from tests.upstreams import Answer, Fail, FakeUpstream, Received, _pieces, _Refuse, _sse, _Wire
 
-__all__ = ["FakeCopilot", "FakeService", "Gateway", "ServiceAccount", "jwt", "save_account",
-           "save_copilot", "start_copilot", "start_gateway", "start_service"]
+__all__ = ["FakeCopilot", "FakeGoogle", "FakeService", "Gateway", "GoogleAccount",
+           "ServiceAccount", "jwt", "save_account", "save_copilot", "save_google",
+           "start_copilot", "start_gateway", "start_google", "start_service"]
 
 
 def jwt(claims: dict[str, Any]) -> str:
@@ -732,3 +744,384 @@ async def start_gateway(nursery: trio.Nursery, upstreams: Any, auth_dir: Any, co
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     return Gateway(url=f"http://127.0.0.1:{port}", router=router, clock=clock,
                    accounts=accounts, store=store, config=config)
+
+
+# --------------------------------------------------------------------------------------------
+# Google: Gemini CLI and Antigravity
+
+
+@attrs.define
+class GoogleAccount:
+    email: str
+    project: str
+    #: Has a Code Assist tier (else loadCodeAssist has no currentTier: onboard first).
+    onboarded: bool = True
+    access: str | None = None
+    refresh: str | None = None
+
+
+class _CodeAssistApi(FakeUpstream):
+    """Code Assist's ``v1internal`` methods: FakeUpstream's Gemini answers in the envelope."""
+
+    def __init__(self, service: FakeGoogle) -> None:
+        super().__init__("gemini", keys=())
+        self.service = service
+        #: loadCodeAssist / onboardUser calls (they take no scripted answer).
+        self.setup_requests: list[Received] = []
+
+    def _method(self, request: HttpRequest) -> tuple[str, str]:
+        """``(base, method)`` of a path ``[/daily|/prod]/v1internal:<method>``."""
+        path = request.path
+        base = ""
+        if self.service.kind == "antigravity":
+            base, _, path = path.lstrip("/").partition("/")
+            path = "/" + path
+            if base not in ("daily", "prod"):
+                raise _Refuse(404, f"The requested URL {request.path} was not found.")
+        prefix = f"/{GOOGLE.API_VERSION}:"
+        if request.method != "POST" or not path.startswith(prefix):
+            raise _Refuse(404, f"The requested URL {request.path} was not found.")
+        return base, path.removeprefix(prefix)
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        try:
+            _, method = self._method(request)
+        except _Refuse as refusal:
+            return self._error(refusal.status, refusal.message)
+        if method not in ("loadCodeAssist", "onboardUser"):
+            return await super().handle(request)
+        body = loads(request.body) if request.body else None
+        self.setup_requests.append(Received(
+            method=request.method, path=request.path, query=dict(request.query),
+            headers=dict(request.headers), body=body, client=request.client))
+        try:
+            account = self._check(request)
+            if not isinstance(body, dict) or body.get("metadata") != dict(
+                    self.service.data.METADATA):
+                raise _Refuse(400, "metadata: expected the client's ideType/platform/pluginType")
+            if method == "loadCodeAssist":
+                return _json(200, self._load(account))
+            return _json(200, self._onboard(account, body))
+        except _Refuse as refusal:
+            return self._error(refusal.status, refusal.message, code=refusal.code)
+
+    def _load(self, account: GoogleAccount) -> dict[str, Any]:
+        tiers = [{"id": "free-tier", "name": "Gemini Code Assist for individuals",
+                  "isDefault": True, "userDefinedCloudaicompanionProject": False},
+                 {"id": "legacy-tier", "name": "Gemini Code Assist",
+                  "userDefinedCloudaicompanionProject": True}]
+        if not account.onboarded:
+            return {"allowedTiers": tiers}
+        return {"currentTier": tiers[0], "allowedTiers": tiers,
+                "cloudaicompanionProject": account.project, "gcpManaged": False}
+
+    def _onboard(self, account: GoogleAccount, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("tierId") != "free-tier":
+            raise _Refuse(400, "tierId: expected the default allowed tier")
+        self.service.onboard_polls += 1
+        if self.service.onboard_polls < 2:
+            return {"name": "operations/onboard-1", "done": False}
+        account.onboarded = True
+        return {"name": "operations/onboard-1", "done": True, "response": {
+            "@type": "type.googleapis.com/google.internal.cloud.code.v1internal."
+                     "OnboardUserResponse",
+            "cloudaicompanionProject": {"id": account.project, "name": account.project}}}
+
+    def _route(self, request: HttpRequest) -> Any:
+        _, method = self._method(request)
+        if method in ("generateContent", "streamGenerateContent"):
+            return self._generate_envelope
+        if method == "countTokens":
+            return self._count_envelope
+        raise _Refuse(404, f"Method not found: {method}.")
+
+    def _check_auth(self, request: HttpRequest) -> None:
+        self._check(request)
+
+    def _check(self, request: HttpRequest) -> GoogleAccount:
+        """The account of the request's Bearer, after the kind's header checks."""
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ")
+        account = self.service.by_access.get(token) if auth.startswith("Bearer ") else None
+        if account is None or account.access != token:
+            raise _Refuse(401, "Request had invalid authentication credentials. Expected OAuth "
+                               "2 access token, login cookie or other valid authentication "
+                               "credential.")
+        if self.service.kind == "gemini-cli":
+            for name, value in GEMINI_CLI.HEADERS.items():
+                if request.headers.get(name) != value:
+                    raise _Refuse(400, f"missing or unknown {name} header")
+        elif not request.headers.get("user-agent", "").startswith(
+                f"antigravity/{ANTIGRAVITY.VERSION} "):
+            raise _Refuse(400, "This version of Antigravity is no longer supported.")
+        return account
+
+    def _envelope(self, request: HttpRequest, body: Any) -> dict[str, Any]:
+        """The Gemini body of a generation envelope, after checking the envelope."""
+        if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
+            raise _Refuse(400, "request: expected the generateContent body")
+        account = self._check(request)
+        if body.get("project") != account.project:
+            raise _Refuse(403, f"Permission denied on resource project {body.get('project')}.")
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            raise _Refuse(400, "model: required")
+        inner = dict(body["request"])
+        if self.service.kind == "antigravity":
+            for key, value in ANTIGRAVITY.ENVELOPE.items():
+                if body.get(key) != value:
+                    raise _Refuse(400, f"{key}: expected {value!r}")
+            if not str(body.get("requestId", "")).startswith("agent-"):
+                raise _Refuse(400, "requestId: expected agent-<uuid>")
+            session = inner.pop("sessionId", None)
+            if not (isinstance(session, str) and session.startswith(ANTIGRAVITY.SESSION_PREFIX)):
+                raise _Refuse(400, "request.sessionId: expected session-<hash>")
+        unknown = set(body) - {"model", "project", "request", "user_prompt_id",
+                               *ANTIGRAVITY.ENVELOPE, "requestId"}
+        if unknown:
+            raise _Refuse(400, "Invalid JSON payload received. Unknown name "
+                               f'"{sorted(unknown)[0]}"')
+        return inner
+
+    async def _generate_envelope(self, request: HttpRequest, body: Any,
+                                 action: Answer | Fail) -> HttpResponse:
+        inner = self._envelope(request, body)
+        self._check_google(inner)
+        stream = request.path.endswith(":streamGenerateContent")
+        if stream and request.query.get("alt") != "sse":
+            raise _Refuse(400, "the fake serves streams as alt=sse only")
+        if isinstance(action, Fail):
+            return self._fail(action)
+        trace = "a1b2c3d4e5f6"
+        if not stream:
+            whole = self._google_chunk(action.text, action.tool, action, final=True)
+            whole.pop("responseId")
+            return _json(200, {"response": whole, "traceId": trace})
+        chunks = [self._google_chunk(p, None, action, final=False)
+                  for p in _pieces(action.text, action.chunks)]
+        if action.tool:
+            chunks.append(self._google_chunk("", action.tool, action, final=False))
+        last = self._google_chunk("", None, action, final=True)
+        last["candidates"][0]["content"]["parts"] = [{"text": ""}]
+        wrapped = [_sse({"response": c, "traceId": trace}, crlf=True) for c in chunks]
+        error = _sse({"error": {"code": 503, "message": action.error_message,
+                                "status": "UNAVAILABLE"}}, crlf=True)
+        wire = _Wire([], wrapped, [_sse({"response": last, "traceId": trace}, crlf=True)], error)
+        return HttpResponse(status=200, headers=[("content-type", "text/event-stream")],
+                            body=self._stream(action, wire))
+
+    async def _count_envelope(self, request: HttpRequest, body: Any,
+                              action: Answer | Fail) -> HttpResponse:
+        inner = body.get("request") if isinstance(body, dict) else None
+        if not isinstance(inner, dict) or set(body) != {"request"}:
+            raise _Refuse(400, "expected {request: {model, contents}}")
+        if not str(inner.get("model", "")).startswith("models/"):
+            raise _Refuse(400, "request.model: expected models/<name>")
+        self._check_google({k: v for k, v in inner.items() if k != "model"},
+                           allowed={"contents"})
+        if isinstance(action, Fail):
+            return self._fail(action)
+        return _json(200, {"totalTokens": action.input_tokens})
+
+
+class FakeGoogle:
+    """Google's OAuth endpoints and the Code Assist API for one Google kind, on one port; see
+    the module docstring."""
+
+    def __init__(self, kind: str, *, expires_in: float = 3599.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        assert kind in ("gemini-cli", "antigravity"), kind
+        self.kind = kind
+        self.data = GEMINI_CLI if kind == "gemini-cli" else ANTIGRAVITY
+        self.port = 0
+        self.expires_in = expires_in
+        self.clock = clock
+        self.api = _CodeAssistApi(self)
+        self.oauth_requests: list[Received] = []
+        self.accounts: dict[str, GoogleAccount] = {}
+        self.by_access: dict[str, GoogleAccount] = {}
+        self.by_refresh: dict[str, GoogleAccount] = {}
+        self._codes: dict[str, _Grant] = {}
+        self.login_as: str | None = None
+        #: Token answers carry an id_token (False: the email comes from userinfo only).
+        self.id_tokens = True
+        self.redirect_uri = self.data.REDIRECT_URI
+        self.refreshes = 0
+        self.onboard_polls = 0
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def urls(self) -> dict[str, str]:
+        urls = {
+            "base-url": self.root,
+            "oauth-authorize-url": self.root + "/o/oauth2/v2/auth",
+            "oauth-token-url": self.root + "/token",
+            "redirect-uri": self.redirect_uri,
+            "userinfo-url": self.root + "/oauth2/v2/userinfo",
+        }
+        if self.kind == "antigravity":
+            urls["base-url"] = self.root + "/daily"
+            urls["fallback-base-url"] = self.root + "/prod"
+        return urls
+
+    def entry(self, name: str | None = None, *extra: str, urls: dict[str, str] | None = None
+              ) -> str:
+        """A ``[[providers]]`` entry (TOML) pointing every URL here (or at ``urls``)."""
+        urls = {**self.urls, **(urls or {})}
+        others = ", ".join(f'"{k}" = "{v}"' for k, v in urls.items()
+                           if k not in ("base-url", "oauth-authorize-url", "oauth-token-url"))
+        return "\n".join([
+            "[[providers]]", f'name = "{name or self.kind}"', f'type = "{self.kind}"',
+            f'base-url = "{urls["base-url"]}"',
+            f'oauth-authorize-url = "{urls["oauth-authorize-url"]}"',
+            f'oauth-token-url = "{urls["oauth-token-url"]}"',
+            f"urls = {{ {others} }}",
+            "connect-timeout = 2.0", "first-byte-timeout = 5.0", "stream-timeout = 5.0", *extra,
+        ]) + "\n"
+
+    def add_account(self, email: str, project: str | None = None, *,
+                    onboarded: bool = True) -> GoogleAccount:
+        account = GoogleAccount(email=email, project=project or f"proj-{email.split('@')[0]}",
+                                onboarded=onboarded)
+        self.accounts[email] = account
+        return account
+
+    def issue(self, email: str) -> dict[str, Any]:
+        """New tokens for ``email`` (as a login would)."""
+        account = self.accounts.get(email) or self.add_account(email)
+        return self._issue(account, login=True)
+
+    def expire_access(self, email: str) -> None:
+        account = self.accounts[email]
+        self.by_access.pop(account.access or "", None)
+        account.access = None
+
+    def revoke(self, email: str) -> None:
+        self.expire_access(email)
+        account = self.accounts[email]
+        self.by_refresh.pop(account.refresh or "", None)
+        account.refresh = None
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        oauth = {
+            ("GET", "/o/oauth2/v2/auth"): self._authorize,
+            ("POST", "/token"): self._token,
+            ("GET", "/oauth2/v2/userinfo"): self._userinfo,
+        }
+        handler = oauth.get((request.method, request.path))
+        if handler is None:
+            return await self.api.handle(request)
+        self.oauth_requests.append(Received(
+            method=request.method, path=request.path, query=dict(request.query),
+            headers=dict(request.headers), body=request.body, client=request.client))
+        return await handler(request)
+
+    async def _authorize(self, request: HttpRequest) -> HttpResponse:
+        q = request.query
+        problems = [
+            q.get("client_id") != self.data.CLIENT_ID and "client_id",
+            q.get("redirect_uri") != self.redirect_uri and "redirect_uri",
+            q.get("response_type") != "code" and "response_type",
+            q.get("code_challenge_method") != "S256" and "code_challenge_method",
+            len(q.get("code_challenge", "")) != 43 and "code_challenge",
+            not q.get("state") and "state",
+            set(q.get("scope", "").split()) != set(self.data.SCOPES) and "scope",
+            q.get("access_type") != "offline" and "access_type",
+            q.get("prompt") != "consent" and "prompt",
+        ]
+        bad = [p for p in problems if p]
+        if bad:
+            return _json(400, {"error": "invalid_request", "error_description": f"bad {bad[0]}"})
+        email = self.login_as or next(iter(self.accounts))
+        code = "4/0A" + secrets.token_urlsafe(24)
+        self._codes[code] = _Grant(self.accounts[email],  # type: ignore[arg-type]
+                                   q["code_challenge"], q["redirect_uri"], q["state"])
+        location = _with_query(q["redirect_uri"], state=q["state"], code=code,
+                               scope=" ".join(self.data.SCOPES))
+        return HttpResponse(status=302, headers=[("location", location)])
+
+    async def _token(self, request: HttpRequest) -> HttpResponse:
+        if not request.headers.get("content-type", "").startswith(
+                "application/x-www-form-urlencoded"):
+            return _json(400, {"error": "invalid_request", "error_description": "form only"})
+        form = dict(urllib.parse.parse_qsl(request.body.decode()))
+        if form.get("client_id") != self.data.CLIENT_ID or \
+                form.get("client_secret") != self.data.CLIENT_SECRET:
+            return _json(401, {"error": "invalid_client", "error_description": "Unauthorized"})
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            found = self._codes.pop(form.get("code", ""), None)
+            if found is None:
+                return _json(400, {"error": "invalid_grant", "error_description": "Malformed "
+                                   "auth code."})
+            if form.get("redirect_uri") != found.redirect_uri:
+                return _json(400, {"error": "redirect_uri_mismatch", "error_description": "Bad "
+                                   "Request"})
+            if s256(form.get("code_verifier", "")) != found.challenge:
+                return _json(400, {"error": "invalid_grant", "error_description": "Invalid code "
+                                   "verifier."})
+            return _json(200, self._issue(found.account, login=True))  # type: ignore[arg-type]
+        if grant == "refresh_token":
+            account = self.by_refresh.get(form.get("refresh_token", ""))
+            if account is None:
+                return _json(400, {"error": "invalid_grant", "error_description": "Token has "
+                                   "been expired or revoked."})
+            self.refreshes += 1
+            return _json(200, self._issue(account, login=False))
+        return _json(400, {"error": "unsupported_grant_type"})
+
+    def _issue(self, account: GoogleAccount, *, login: bool) -> dict[str, Any]:
+        self.by_access.pop(account.access or "", None)
+        account.access = "ya29.a0" + secrets.token_urlsafe(32)
+        self.by_access[account.access] = account
+        answer: dict[str, Any] = {"access_token": account.access,
+                                  "expires_in": int(self.expires_in), "token_type": "Bearer",
+                                  "scope": " ".join(self.data.SCOPES)}
+        if login:  # Google issues a refresh token at consent; refreshes keep it
+            self.by_refresh.pop(account.refresh or "", None)
+            account.refresh = "1//0g" + secrets.token_urlsafe(32)
+            self.by_refresh[account.refresh] = account
+            answer["refresh_token"] = account.refresh
+        if self.id_tokens:
+            answer["id_token"] = jwt({"iss": "https://accounts.google.com", "email": account.email,
+                                      "email_verified": True, "sub": "1077"})
+        return answer
+
+    async def _userinfo(self, request: HttpRequest) -> HttpResponse:
+        auth = request.headers.get("authorization", "")
+        account = self.by_access.get(auth.removeprefix("Bearer "))
+        if account is None:
+            return _json(401, {"error": {"code": 401, "message": "Request is missing required "
+                               "authentication credential.", "status": "UNAUTHENTICATED"}})
+        return _json(200, {"id": "1077", "email": account.email, "verified_email": True,
+                           "picture": "https://lh3.googleusercontent.com/a/x"})
+
+
+async def start_google(nursery: trio.Nursery, kind: str, **options: Any) -> FakeGoogle:
+    """A :class:`FakeGoogle` listening on a free loopback port, served in ``nursery``."""
+    service = FakeGoogle(kind, **options)
+    server = Server(service.handle, limits=Limits(graceful_timeout=0.2, keep_alive_timeout=10))
+    service.port = await nursery.start(server.serve, "127.0.0.1", 0)
+    return service
+
+
+def save_google(store: Any, service: FakeGoogle, email: str, *, project: bool = True,
+                expires_in: float | None = 3599.0) -> Any:
+    """Log ``email`` in at the fake (fresh tokens) and save it in ``store`` as mux would;
+    without ``project`` as an import leaves it (no project id yet)."""
+    from mux.auth import Credentials
+
+    tokens = service.issue(email)
+    account = service.accounts[email]
+    extras: dict[str, Any] = {"email": email}
+    if project:
+        extras["project_id"] = account.project
+    credentials = Credentials(
+        provider=service.kind, account=email, access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+        expires_at=None if expires_in is None else time.time() + expires_in, extras=extras,
+    )
+    store.save(credentials)
+    return credentials

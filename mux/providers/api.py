@@ -56,6 +56,7 @@ from mux.upstream import Reply, Timeouts, Upstreams, scrub
 
 __all__ = [
     "ANTHROPIC_VERSION",
+    "ApiCall",
     "ApiProvider",
     "FORMATS",
     "discover_models",
@@ -109,7 +110,7 @@ def vertex_base_url(location: str | None) -> str:
 
 
 @attrs.frozen
-class _Call:
+class ApiCall:
     """One HTTP call to the upstream: where, what, and with which headers."""
 
     url: str
@@ -241,7 +242,8 @@ class ApiProvider:
         call = self._generate(request, account, stream=False)
         with self._scrubbed(account):
             reply = await self._post(call)
-            return self.format.parse_response(self._json(reply))  # type: ignore[no-any-return]
+            answer = self._unwrap(self._json(reply))
+            return self.format.parse_response(answer)  # type: ignore[no-any-return]
 
     async def stream(self, request: ir.Request, account: Account) -> AsyncIterator[ir.Event]:
         """Answer as stream events; see the module docstring for when errors raise."""
@@ -260,7 +262,7 @@ class ApiProvider:
                     body = await response.read()
                     raise self._error(Reply(status=response.status, headers=response.headers,
                                             body=body))
-                parser = self.format.StreamParser()
+                parser = self._stream_parser()
                 held: list[ir.Event] = []  # events before the first content event
                 content = finished = False
                 async with aclosing(response.chunks()) as chunks:
@@ -320,12 +322,12 @@ class ApiProvider:
     # ----------------------------------------------------------------------------------------
     # Calls
 
-    def _generate(self, request: ir.Request, account: Account, *, stream: bool) -> _Call:
+    def _generate(self, request: ir.Request, account: Account, *, stream: bool) -> ApiCall:
         body, headers = self._body(request, stream=stream)
         body, headers = self._shape(body, headers, request, account)
         url = self._generate_url(request, stream=stream)
         accept = "text/event-stream" if stream and self.type != "ollama" else "application/json"
-        return _Call(url, body, self._headers(account, headers, accept=accept))
+        return ApiCall(url, body, self._headers(account, headers, accept=accept))
 
     def _shape(
         self, body: dict[str, Any], headers: dict[str, str], request: ir.Request,
@@ -334,6 +336,17 @@ class ApiProvider:
         """A generation call's body and client headers as the service wants them: the API's
         own as they are; subclasses (subscriptions) add what their service requires."""
         return body, headers
+
+    def _unwrap(self, body: Any) -> Any:
+        """The API's answer inside a whole upstream body: the body itself; subclasses for
+        services that wrap answers in an envelope (Code Assist's ``{"response": ...}``)
+        take it out, as :meth:`_shape` puts requests in."""
+        return body
+
+    def _stream_parser(self) -> Any:
+        """The parser of one upstream stream (the format's ``StreamParser``; a subclass for
+        a service that wraps each event returns one that unwraps them)."""
+        return self.format.StreamParser()
 
     def _generate_url(self, request: ir.Request, *, stream: bool) -> str:
         """Where a generation call goes."""
@@ -394,7 +407,7 @@ class ApiProvider:
                 body.pop("stream", None)
         return body, headers
 
-    def _count(self, request: ir.Request, account: Account) -> _Call:
+    def _count(self, request: ir.Request, account: Account) -> ApiCall:
         body, headers = self._body(request, stream=False)
         if self.type == "anthropic":
             body, headers = self._shape(body, headers, request, account)
@@ -412,7 +425,7 @@ class ApiProvider:
                 # System instruction and tools count too: only the wrapped form takes them.
                 model = _google_model(request.model)
                 body = {"generateContentRequest": {"model": f"models/{model}", **body}}
-        return _Call(url, body, self._headers(account, headers, accept="application/json"))
+        return ApiCall(url, body, self._headers(account, headers, accept="application/json"))
 
     def _count_url(self, request: ir.Request) -> str:
         """Where an Anthropic token count goes."""
@@ -456,7 +469,7 @@ class ApiProvider:
             case _:  # OpenAI and compatibles; Ollama behind an authenticating proxy
                 return {"authorization": f"Bearer {key}"}
 
-    async def _post(self, call: _Call) -> Reply:
+    async def _post(self, call: ApiCall) -> Reply:
         """POST ``call``; a non-2xx answer raises.
 
         Raises:

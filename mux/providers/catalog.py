@@ -2,7 +2,8 @@
 
 Plain data, no logic: providers change these details often (a new client version, a new
 beta, a moved endpoint), and this module is the one place to update them. The logic lives in
-``mux/providers/claude.py``, ``mux/providers/codex.py`` and ``mux/providers/copilot.py``. Each
+``mux/providers/claude.py``, ``codex.py``, ``copilot.py``, ``gemini_cli.py`` and
+``antigravity.py`` (those two share ``code_assist.py``). Each
 ``URLS`` table uses the names the config uses: a ``[[providers]]`` entry overrides ``base-url``,
 ``oauth-authorize-url``, ``oauth-token-url`` and ``oauth-device-url`` with those keys, and
 any other name here with ``urls = { name = "..." }`` (the README lists them).
@@ -17,7 +18,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-__all__ = ["CLAUDE", "CODEX", "COPILOT", "LOGIN_TIMEOUT"]
+__all__ = ["ANTIGRAVITY", "CLAUDE", "CODEX", "COPILOT", "GEMINI_CLI", "GOOGLE", "LOGIN_TIMEOUT"]
 
 
 class _Kind:
@@ -204,6 +205,129 @@ class COPILOT(_Kind):
         "claude-sonnet-4",
         "claude-sonnet-4.5",
         "gemini-2.5-pro",
+    )
+
+
+class GOOGLE(_Kind):
+    """What the two Google kinds (gemini-cli, antigravity) share: Google's installed-app
+    OAuth endpoints and the Code Assist (``v1internal``) onboarding rules."""
+
+    AUTHORIZE_URL: Final = "https://accounts.google.com/o/oauth2/v2/auth"
+    TOKEN_URL: Final = "https://oauth2.googleapis.com/token"
+    #: Who a token belongs to (``email``), when the token answer has no id_token.
+    USERINFO_URL: Final = "https://www.googleapis.com/oauth2/v2/userinfo"
+    #: Installed-app flow: a refresh token (offline) and the consent page every time (else
+    #: Google sends no new refresh token for an account that consented before).
+    AUTHORIZE_PARAMS: Final = MappingProxyType({"access_type": "offline", "prompt": "consent"})
+    API_VERSION: Final = "v1internal"
+    #: The tier onboarded when ``loadCodeAssist`` names no default (Gemini CLI's fallback).
+    LEGACY_TIER: Final = "legacy-tier"
+    #: ``onboardUser`` is a long-running operation: polled this often, at most this long.
+    ONBOARD_POLL: Final = 5.0
+    ONBOARD_TIMEOUT: Final = 60.0
+
+
+class GEMINI_CLI(_Kind):
+    """Gemini Code Assist through Gemini CLI's OAuth client (providers.md "Gemini CLI")."""
+
+    CLIENT_ID: Final = "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com"
+    #: Google installed-app client secrets are public: this one ships in Gemini CLI's own
+    #: source (packages/core/src/code_assist/oauth2.ts); Google's token endpoint wants it.
+    CLIENT_SECRET: Final = "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"
+    SCOPES: Final = (
+        "https://www.googleapis.com/auth/cloud-platform",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/userinfo.profile",
+    )
+    REDIRECT_URI: Final = "http://localhost:8085/oauth2callback"
+    URLS: Final = MappingProxyType({
+        "base-url": "https://cloudcode-pa.googleapis.com",
+        "oauth-authorize-url": GOOGLE.AUTHORIZE_URL,
+        "oauth-token-url": GOOGLE.TOKEN_URL,
+        "redirect-uri": REDIRECT_URI,
+        "userinfo-url": GOOGLE.USERINFO_URL,
+    })
+    #: What Gemini CLI says about itself in ``loadCodeAssist``/``onboardUser``.
+    METADATA: Final = MappingProxyType({
+        "ideType": "IDE_UNSPECIFIED",
+        "platform": "PLATFORM_UNSPECIFIED",
+        "pluginType": "GEMINI",
+    })
+    #: Headers of every Code Assist call; the entry's own ``headers`` win.
+    HEADERS: Final = MappingProxyType({
+        "user-agent": "google-api-nodejs-client/9.15.1",
+        "x-goog-api-client": "gl-node/22.17.0",
+        "client-metadata": "ideType=IDE_UNSPECIFIED,platform=PLATFORM_UNSPECIFIED,"
+                           "pluginType=GEMINI",
+    })
+    #: Where Gemini CLI keeps its tokens, and (beside it) which Google account is active.
+    IMPORT_PATH: Final = "~/.gemini/oauth_creds.json"
+    ACCOUNTS_FILE: Final = "google_accounts.json"
+    MODELS: Final = (
+        "gemini-2.5-pro",
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+        "gemini-3-pro-preview",
+        "gemini-3-flash-preview",
+    )
+
+
+class ANTIGRAVITY(_Kind):
+    """Google Antigravity's Code Assist models through its OAuth client (providers.md
+    "Antigravity")."""
+
+    CLIENT_ID: Final = "1071006060591-tmhssin2h21lcre235vtolojh4g403ep.apps.googleusercontent.com"
+    #: Public like every installed-app secret: shipped inside the Antigravity app (and quoted
+    #: by the open-source gateways that log in with its client).
+    CLIENT_SECRET: Final = "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"
+    SCOPES: Final = (
+        *GEMINI_CLI.SCOPES,
+        "https://www.googleapis.com/auth/cclog",
+        "https://www.googleapis.com/auth/experimentsandconfigs",
+    )
+    REDIRECT_URI: Final = "http://localhost:51121/oauth-callback"
+    URLS: Final = MappingProxyType({
+        # Tried in this order: a connection failure, a 5xx or "no capacity" moves on.
+        "base-url": "https://daily-cloudcode-pa.googleapis.com",
+        "fallback-base-url": "https://cloudcode-pa.googleapis.com",
+        "oauth-authorize-url": GOOGLE.AUTHORIZE_URL,
+        "oauth-token-url": GOOGLE.TOKEN_URL,
+        "redirect-uri": REDIRECT_URI,
+        "userinfo-url": GOOGLE.USERINFO_URL,
+    })
+    METADATA: Final = GEMINI_CLI.METADATA
+    #: The app's version; the user agent is ``antigravity/<version> <os>/<arch>`` of the
+    #: machine mux runs on. The service refuses versions it considers stale: update this.
+    VERSION: Final = "1.15.8"
+    USER_AGENT: Final = "antigravity/{version} {os}/{arch}"
+    #: The envelope's fixed fields (``requestId`` is ``agent-<uuid>`` per call).
+    ENVELOPE: Final = MappingProxyType({"userAgent": "antigravity", "requestType": "agent"})
+    #: ``request.sessionId`` = this prefix + the first 32 hex digits of the SHA-256 of the
+    #: conversation's first user text: one id per conversation keeps the prompt cache warm.
+    SESSION_PREFIX: Final = "session-"
+    #: The Antigravity app keeps its login in the IDE's state database, not in a token file
+    #: mux could read: ``mux import antigravity`` explains that and points to ``mux login``.
+    IMPORT_PATH: Final = "~/.config/Antigravity"
+    MODELS: Final = (
+        "gemini-3-pro-high",
+        "gemini-3-pro-low",
+        "gemini-3-flash",
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-thinking",
+        "claude-opus-4-5-thinking",
+        "gpt-oss-120b-medium",
+    )
+    #: Antigravity's limits cover a model family: ``(model prefix, family)``, first match
+    #: wins; a model matching none is its own scope.
+    QUOTA_FAMILIES: Final = (
+        ("claude-", "claude"),
+        ("gemini-3-pro", "gemini-pro"),
+        ("gemini-2.5-pro", "gemini-pro"),
+        ("gemini-3-flash", "gemini-flash"),
+        ("gemini-2.5-flash", "gemini-flash"),
+        ("gpt-oss-", "gpt-oss"),
     )
 
 

@@ -1,4 +1,5 @@
-"""Subscription providers: Claude Pro/Max, ChatGPT (Codex) and Copilot plans as upstreams.
+"""Subscription providers: Claude Pro/Max, ChatGPT (Codex), Copilot, Gemini CLI and Antigravity
+plans as upstreams.
 
 Each kind of subscription (:data:`REGISTRY`) is a :class:`SubscriptionKind`: how to log in
 (``mux login``), how to refresh a token, how to import what the vendor's own CLI saved
@@ -106,11 +107,13 @@ def _kind(name: str, module: str, data: type) -> SubscriptionKind:
     )
 
 
-#: The kinds mux can log in to and serve (gemini-cli and antigravity: not yet).
+#: The kinds mux can log in to and serve.
 REGISTRY: dict[str, SubscriptionKind] = {
     "claude": _kind("claude", "claude", catalog.CLAUDE),
     "codex": _kind("codex", "codex", catalog.CODEX),
     "copilot": _kind("copilot", "copilot", catalog.COPILOT),
+    "gemini-cli": _kind("gemini-cli", "gemini_cli", catalog.GEMINI_CLI),
+    "antigravity": _kind("antigravity", "antigravity", catalog.ANTIGRAVITY),
 }
 
 
