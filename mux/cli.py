@@ -64,8 +64,9 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("version", help="print the version")
 
-    login = commands.add_parser("login", help="log in to a subscription account (claude, codex)")
-    login.add_argument("provider", help="claude or codex (or the name of a [[providers]] entry)")
+    kinds = ", ".join(REGISTRY)
+    login = commands.add_parser("login", help=f"log in to a subscription account ({kinds})")
+    login.add_argument("provider", help=f"{kinds} (or the name of a [[providers]] entry)")
     login.add_argument("--no-browser", action="store_true",
                        help="print the login URL instead of opening a browser")
     login.add_argument("--device", action="store_true",
@@ -74,9 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("--config", metavar="FILE", help="the config file")
 
     import_ = commands.add_parser(
-        "import", help="import the logins Claude Code and the Codex CLI saved"
+        "import", help="import the logins the official tools saved (Claude Code, the Codex CLI, "
+        "Copilot's editor plugins, the Gemini CLI)"
     )
-    import_.add_argument("provider", nargs="?", help="claude or codex (default: every one)")
+    import_.add_argument("provider", nargs="?", help=f"{kinds} (default: every one)")
     import_.add_argument("--from", dest="source", metavar="PATH",
                          help="the file to import (default: the official tool's own)")
     import_.add_argument("--config", metavar="FILE", help="the config file")
@@ -254,7 +256,7 @@ def _import(name: str | None, source: str | None, config_path: str | None) -> in
     if config is None:
         return 2
     if source and not name:
-        print("mux: --from needs a provider: mux import claude|codex --from PATH",
+        print("mux: --from needs a provider: mux import <provider> --from PATH",
               file=sys.stderr)
         return 2
     if name:
@@ -263,12 +265,20 @@ def _import(name: str | None, source: str | None, config_path: str | None) -> in
             return 2
         kinds = [found[0]]
     else:
-        kinds = [REGISTRY[k] for k in sorted(REGISTRY)]
+        kinds = [REGISTRY[k] for k in sorted(REGISTRY) if REGISTRY[k].default_import_path]
     store = AuthStore.from_config(config)
     imported = 0
     failed = False
     for kind in kinds:
-        path = Path(source).expanduser() if source else Path(kind.default_import_path)
+        if source:
+            path = Path(source).expanduser()
+        elif kind.default_import_path is not None:
+            path = kind.default_import_path
+        else:
+            print(f"mux: {kind.name}: the official app saves no token file mux can read; "
+                  f"use mux login {kind.name}", file=sys.stderr)
+            failed = True
+            continue
         if not path.exists():
             print(f"{kind.name}: nothing to import at {path}",
                   file=sys.stderr if name else sys.stdout)
@@ -289,8 +299,8 @@ def _import(name: str | None, source: str | None, config_path: str | None) -> in
             failed = True
     if imported:
         print("note: mux now shares these logins' refresh tokens with the tools they came "
-              "from; refresh tokens rotate, so when one side refreshes, the other may have to "
-              "log in again (`mux login` gives mux a session of its own)")
+              "from; Claude's and Codex's rotate, so when one side refreshes, the other may "
+              "have to log in again (`mux login` gives mux a session of its own)")
     elif not failed:
         print("nothing imported")
     return 1 if failed else 0
@@ -439,8 +449,8 @@ def _status(config_path: str | None, *, host: str | None = None, port: int | Non
             state = cooling if state == "ok" else f"{state}; {cooling}"
         rows.append((c.provider, c.account, _when(c.expires_at, now), state, path.name))
     if len(rows) == 1 and not problems:
-        print(f"no subscription accounts in {store.directory} (mux login claude|codex, "
-              "or mux import)")
+        print(f"no subscription accounts in {store.directory} (mux login "
+              f"{'|'.join(REGISTRY)}, or mux import)")
     else:
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:

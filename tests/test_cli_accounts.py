@@ -21,6 +21,7 @@ import trio
 
 from mux.auth import AuthStore, Credentials, load_credentials
 from mux.cli import main
+from mux.providers.subscriptions import REGISTRY
 from mux.oauth import LoginContext, pkce, state_token
 import mux.upstream as upstream_module
 from mux.providers import subscriptions
@@ -198,7 +199,7 @@ def test_import_from_a_file(kind: FakeKind, config: str, tmp_path: Path,
     out = capsys.readouterr().out
     path = tmp_path / "auth" / "fakesub-bo@example.com.json"
     assert f"fakesub: imported bo@example.com from {source} -> {path}" in out
-    assert "refresh tokens rotate" in out
+    assert "rotate, so when one side refreshes" in out
     assert SECRET not in out
     assert load_credentials(path).access_token == SECRET
 
@@ -412,3 +413,13 @@ async def test_reset_ends_a_running_servers_cooldowns(
 def test_reset_without_a_server_says_so(config: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["reset", "--config", config]) == 1
     assert "mux: no mux server is running at http://127.0.0.1:" in capsys.readouterr().err
+
+
+def test_import_of_a_kind_without_a_token_file_points_to_login(
+    config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Antigravity keeps its login inside the app: ``mux import antigravity`` says so (and a
+    plain ``mux import`` skips kinds without a token file)."""
+    assert REGISTRY["antigravity"].default_import_path is None
+    assert main(["import", "antigravity", "--config", config]) == 1
+    assert "use mux login antigravity" in capsys.readouterr().err

@@ -305,9 +305,9 @@ class ANTIGRAVITY(_Kind):
     #: ``request.sessionId`` = this prefix + the first 32 hex digits of the SHA-256 of the
     #: conversation's first user text: one id per conversation keeps the prompt cache warm.
     SESSION_PREFIX: Final = "session-"
-    #: The Antigravity app keeps its login in the IDE's state database, not in a token file
-    #: mux could read: ``mux import antigravity`` explains that and points to ``mux login``.
-    IMPORT_PATH: Final = "~/.config/Antigravity"
+    #: None: the Antigravity app keeps its login in the IDE's state database, not in a token
+    #: file mux could read; ``mux import antigravity`` says so and points to ``mux login``.
+    IMPORT_PATH: Final = None
     MODELS: Final = (
         "gemini-3-pro-high",
         "gemini-3-pro-low",

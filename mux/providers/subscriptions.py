@@ -77,7 +77,8 @@ class SubscriptionKind:
     #: Reads the vendor CLI's own token file (None: :attr:`default_import_path`).
     #: Raises ValueError naming the file and the bad key (never a value).
     import_credentials: Callable[[Path | None], list[Credentials]]
-    default_import_path: Path
+    #: None: the vendor's tool saves no token file mux can read.
+    default_import_path: Path | None
     #: The provider serving this kind's accounts under a ``[[providers]]`` entry.
     provider: Callable[[ProviderConfig, Upstreams, Accounts], AccountProvider]
     #: The catalog's default URLs (the names a config's ``urls`` may override).
@@ -101,7 +102,10 @@ def _kind(name: str, module: str, data: type) -> SubscriptionKind:
         login=_late(module, "login"),
         refresher=_late(module, "refresher"),
         import_credentials=_late(module, "import_credentials"),
-        default_import_path=Path(data.IMPORT_PATH).expanduser(),  # type: ignore[attr-defined]
+        default_import_path=(
+            Path(data.IMPORT_PATH).expanduser()  # type: ignore[attr-defined]
+            if data.IMPORT_PATH is not None else None  # type: ignore[attr-defined]
+        ),
         provider=_late(module, "provider"),
         urls=dict(data.URLS),  # type: ignore[attr-defined]
     )
