@@ -86,7 +86,9 @@ CLOSE_TIMEOUT = 1.0
 #: for a minute or more, and a new TLS handshake costs a round trip or two).
 KEEPALIVE_EXPIRY = 30.0
 #: Idle connections kept per origin; more than this many at once are closed when released.
-MAX_KEEPALIVE_CONNECTIONS = 32
+#: A busy gateway runs a hundred or more requests to one vendor at once: each would otherwise
+#: pay a new TCP and TLS handshake. The stack's unused tail ages out (KEEPALIVE_EXPIRY).
+MAX_KEEPALIVE_CONNECTIONS = 128
 #: Bytes asked of the socket per read.
 READ_SIZE = 65536
 #: What mux can decode (:func:`_decoder`); sent on every request.
