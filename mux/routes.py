@@ -493,12 +493,26 @@ def _gemini_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
     return [("POST", _GEMINI_MODEL + verbs, _gemini_generate, gemini)]
 
 
+def _ollama_generation(dialect: Dialect, *, chat: bool) -> Endpoint:
+    """An Ollama generation endpoint: a load request (``ollama run`` warming a model up) is
+    answered at once, once the model is known to exist; the rest are generations."""
+
+    async def endpoint(gateway: Gateway, request: HttpRequest, match: re.Match[str]) -> HttpResponse:
+        parsed = dialect.parse_http(request)
+        if ollama.is_load(parsed):
+            gateway.provider_for(parsed.model)
+            return _json_response(ollama.render_load(parsed, chat=chat), model=parsed.model)
+        return await gateway.generate(dialect, parsed)
+
+    return endpoint
+
+
 def _ollama_routes() -> list[tuple[str, str, Endpoint, ModuleType | None]]:
-    chat = _generation(_dialect(ollama, _NDJSON))
-    generate = _generation(Dialect(
+    chat = _ollama_generation(_dialect(ollama, _NDJSON), chat=True)
+    generate = _ollama_generation(Dialect(
         ollama, ollama.parse_generate_request, _answer_only(ollama.render_generate_response),
         ollama.GenerateStreamRenderer, _NDJSON, forwardable=False,
-    ))
+    ), chat=False)
     table: list[tuple[str, str, Endpoint, ModuleType | None]] = []
     for prefix in ("/api", "/ollama/api"):
         table += [

@@ -198,6 +198,24 @@ def test_generate_whole_and_streamed(client: ollama.Client) -> None:
     )
 
 
+def test_loading_a_model_is_answered_at_once(client: ollama.Client, mux: Any) -> None:
+    """``ollama run`` warms a model up with an empty chat (or a generate without a prompt)
+    and unloads it with ``keep_alive: 0``: answered ``done_reason`` load / unload without a
+    generation, after checking that the model exists."""
+    chat = client.chat(model="llama3.2", messages=[])
+    assert (chat.done, chat.done_reason, chat.message.content) == (True, "load", "")
+    assert (chat.model, chat.message.role) == ("llama3.2", "assistant")
+    generate = client.generate(model="llama3.2")
+    assert (generate.done, generate.done_reason, generate.response) == (True, "load", "")
+    unload = client.generate(model="llama3.2", keep_alive=0)
+    assert unload.done_reason == "unload"
+    streamed = list(client.chat(model="llama3.2", messages=[], stream=True))
+    assert [part.done_reason for part in streamed] == ["load"]
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.chat(model="no-such-model", messages=[])
+    assert caught.value.status_code == 404 and "no-such-model" in caught.value.error
+
+
 def test_list_show_ps_and_version(client: ollama.Client, mux: Any) -> None:
     listed = client.list()
     names = [m.model for m in listed.models]

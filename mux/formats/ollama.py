@@ -69,12 +69,14 @@ __all__ = [
     "GenerateStreamRenderer",
     "StreamParser",
     "StreamRenderer",
+    "is_load",
     "parse_error",
     "parse_generate_request",
     "parse_request",
     "parse_response",
     "render_error",
     "render_generate_response",
+    "render_load",
     "render_ps",
     "render_request",
     "render_response",
@@ -559,6 +561,23 @@ def render_response(response: ir.Response) -> dict[str, Any]:
 def render_generate_response(response: ir.Response) -> dict[str, Any]:
     """``response`` as a ``stream: false`` ``/api/generate`` answer."""
     return _render_whole(response, _in_response)
+
+
+def is_load(request: ir.Request) -> bool:
+    """Whether ``request`` only loads a model: a chat without messages or a generate without a
+    prompt, which is how ``ollama run`` warms a model up before the first question."""
+    return all(message.role is ir.Role.SYSTEM for message in request.messages)
+
+
+def render_load(request: ir.Request, *, chat: bool) -> dict[str, Any]:
+    """Ollama's answer to a load request (:func:`is_load`): done at once, ``done_reason``
+    ``load`` (``unload`` when ``keep_alive`` is zero, which asks Ollama to unload it). A
+    gateway has nothing to load; the model is only checked to exist, by the caller."""
+    keep_alive = request.extra.fields.get("keep_alive") if request.extra else None
+    unload = keep_alive in (0, "0", "0s", "0m")
+    body = {"model": request.model, "created_at": _rfc3339(int(time.time()))}
+    body |= _in_message("", "", []) if chat else _in_response("", "", [])
+    return body | {"done": True, "done_reason": "unload" if unload else "load"}
 
 
 def parse_response(body: object) -> ir.Response:
