@@ -213,7 +213,7 @@ def _login(name: str, config_path: str | None, *, no_browser: bool, device: bool
     async def login() -> Any:
         async with Upstreams() as upstreams:
             ctx = LoginContext(
-                http=upstreams.client(entry.proxy_url if entry else None),
+                http=upstreams.client(entry.proxy_url if entry else None, provider=kind.name),
                 provider=entry, urls=url_overrides(entry), open_browser=not no_browser,
                 device=device,
             )
@@ -516,9 +516,6 @@ def _logout(provider: str, account: str | None, config_path: str | None) -> int:
 
 def _serve(config_path: str | None, *, host: str | None, port: int | None, fake: bool) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    # httpx logs every upstream request at INFO: the access log already has one line each.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = load_config(find_config_path(config_path))
         if host is not None:

@@ -13,6 +13,10 @@ Errors::
 No message here ever contains a token, a code or a verifier: token endpoint errors are
 scrubbed of every value that was sent.
 
+The calls go through mux's own upstream client (:class:`mux.upstream.HttpClient`: the
+entry's proxy, mux's TLS settings, :data:`mux.upstream.OAUTH_TIMEOUTS`); its UpstreamErrors
+become RefreshError here, and LoginError in the device flow.
+
 Authorization code flow (RFC 6749 4.1 with PKCE, RFC 7636): the provider's registered
 redirect URI is a loopback URL on a fixed port, so :func:`wait_for_callback` listens there for
 exactly one redirect. Where the browser runs on another machine than mux (a headless
@@ -40,32 +44,32 @@ from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Any
 
 import attrs
-import httpx
 import trio
 
 from mux.auth import RefreshError, RevokedError
 from mux.config import ProviderConfig
+from mux.errors import UpstreamError
+from mux.ir import ErrorKind
 from mux.server import HttpRequest, HttpResponse, Limits, Server
-from mux.upstream import scrub
+from mux.upstream import HttpClient, scrub
 
 __all__ = [
     "LoginContext",
     "LoginError",
-    "TOKEN_TIMEOUT",
     "code_from_pasted",
     "jwt_claims",
     "pkce",
     "poll_device_token",
     "post_token",
     "state_token",
+    "upstream_reason",
     "url_overrides",
     "wait_for_callback",
+    "where",
 ]
 
 log = logging.getLogger("mux.oauth")
 
-#: One token endpoint call (connect + answer).
-TOKEN_TIMEOUT = 30.0
 #: RFC 8628 3.5: "the interval MUST be increased by 5 seconds for this and all subsequent
 #: requests" after slow_down.
 SLOW_DOWN_STEP = 5.0
@@ -300,8 +304,15 @@ def _error_fields(body: Any) -> tuple[str, str]:
     return str(code), str(detail)
 
 
+def upstream_reason(error: UpstreamError) -> str:
+    """What went wrong in ``error`` without the ``provider: host: `` the upstream client puts
+    first (callers name the URL themselves): ``no answer within 30s``, ``cannot connect
+    (...)``."""
+    return error.message.split(": ", 2)[-1]
+
+
 async def _post(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     *,
     json: Mapping[str, Any] | None,
@@ -310,40 +321,46 @@ async def _post(
 ) -> tuple[int, Any]:
     """POST and decode; network failures and non-JSON answers raise RefreshError."""
     sent = _sent_secrets(json, form)
-    where = _where(url)
+    place = where(url)
     request_headers = {"accept": "application/json", **(headers or {})}
     try:
-        response = await client.post(
-            url, json=dict(json) if json is not None else None,
-            data=dict(form) if form is not None else None,
-            headers=request_headers, timeout=TOKEN_TIMEOUT,
-        )
-    except httpx.TimeoutException:
-        raise RefreshError(f"{where}: no answer within {TOKEN_TIMEOUT:g}s") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        detail = scrub(str(exc), sent)[:200] or type(exc).__name__
-        raise RefreshError(f"{where}: cannot reach the token endpoint ({detail})") from None
+        if form is not None:
+            reply = await client.post_form(url, form, headers=request_headers)
+        elif json is not None:
+            reply = await client.post_json(url, dict(json), headers=request_headers)
+        else:
+            reply = await client.request("POST", url, headers=request_headers)
+    except UpstreamError as error:
+        reason = scrub(upstream_reason(error), sent)[:200]
+        if error.kind is ErrorKind.TIMEOUT:
+            raise RefreshError(f"{place}: {reason}") from None
+        raise RefreshError(f"{place}: cannot reach the token endpoint ({reason})") from None
     try:
-        body = response.json()
+        body = reply.json()
     except ValueError:
         body = None
-    if body is None and response.is_success:
-        raise RefreshError(f"{where}: the token endpoint answered {response.status_code} "
+    if body is None and 200 <= reply.status < 300:
+        raise RefreshError(f"{place}: the token endpoint answered {reply.status} "
                            "without JSON")
-    return response.status_code, body
+    return reply.status, body
 
 
-def _where(url: str) -> str:
+def where(url: str, fallback: str = "token endpoint") -> str:
+    """``url`` without its query, userinfo or fragment, for messages; ``fallback`` for a URL
+    that cannot be read."""
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "token endpoint"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
+        parsed = urllib.parse.urlsplit(url)
+        port = f":{parsed.port}" if parsed.port else ""
+    except ValueError:
+        return fallback
+    if not parsed.scheme or not parsed.hostname:
+        return fallback
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{parsed.scheme}://{host}{port}{parsed.path}"
 
 
 async def post_token(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     *,
     json: Mapping[str, Any] | None = None,
@@ -362,15 +379,15 @@ async def post_token(
     if 200 <= status < 300 and isinstance(body, dict) and not code:
         return body
     sent = _sent_secrets(json, form)
-    where = _where(url)
+    place = where(url)
     text = scrub(f"{code or 'error'}" + (f": {detail}" if detail else ""), sent)[:300]
     if code in REVOKED_CODES:
-        raise RevokedError(f"{where} answered {status} {text}")
-    raise RefreshError(f"{where} answered {status} {text}")
+        raise RevokedError(f"{place} answered {status} {text}")
+    raise RefreshError(f"{place} answered {status} {text}")
 
 
 async def poll_device_token(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     *,
     json: Mapping[str, Any] | None = None,
@@ -424,7 +441,7 @@ async def poll_device_token(
                 raise LoginError("the login was denied")
             text = scrub((code or "error") + (f": {detail}" if detail else ""),
                          _sent_secrets(json, form))[:300]
-            raise LoginError(f"{_where(url)} answered {status} {text}")
+            raise LoginError(f"{where(url)} answered {status} {text}")
     raise LoginError(f"the login was not approved within {timeout:g}s; run it again")
 
 
@@ -442,7 +459,8 @@ class LoginContext:
     """What ``mux login`` hands a provider's ``login(ctx)``.
 
     Attributes:
-      http: the HTTP client (the entry's proxy-url applied).
+      http: the HTTP client (the entry's proxy-url applied: :meth:`mux.upstream.Upstreams.
+        client`).
       provider: the ``[[providers]]`` entry of this type, if the config has one.
       urls: the URLs that entry overrides (:func:`url_overrides`); empty: the real ones.
       open_browser: open the browser (False: ``--no-browser``, only print the URL).
@@ -453,7 +471,7 @@ class LoginContext:
       timeout: seconds the user has to finish in the browser.
     """
 
-    http: httpx.AsyncClient
+    http: HttpClient
     provider: ProviderConfig | None = None
     urls: Mapping[str, str] = attrs.field(factory=dict)
     open_browser: bool = True

@@ -35,8 +35,11 @@ Messages name the provider and the upstream host, never a credential: the values
 headers are scrubbed from any error text quoted, and errors that would quote a header value (h11
 does, for an illegal one) carry no detail and no exception chain.
 
-The OAuth flows (logins and token refreshes: a few calls an hour, form posts) use an
-``httpx.AsyncClient`` per proxy URL from :meth:`Upstreams.client`, closed with the rest.
+The OAuth flows (logins, token refreshes, Copilot's token exchange, Code Assist's project
+discovery at login: a few calls an hour) go through the same pool, proxies and TLS: an
+:class:`HttpClient` from :meth:`Upstreams.client` binds a proxy URL, short timeouts
+(:data:`OAUTH_TIMEOUTS`) and a name for messages, and sends JSON and form bodies. Its errors
+are the pool's UpstreamError; the callers turn them into their own (RefreshError, LoginError).
 """
 
 from __future__ import annotations
@@ -62,11 +65,14 @@ import trio
 from mux import __version__
 from mux.config import ProviderConfig
 from mux.errors import UpstreamError
+from mux.framing import dumps, loads
 from mux.ir import ErrorKind
 
 __all__ = [
     "MAX_BODY_SIZE",
+    "OAUTH_TIMEOUTS",
     "Headers",
+    "HttpClient",
     "Reply",
     "Timeouts",
     "UpstreamResponse",
@@ -80,8 +86,6 @@ USER_AGENT = f"mux/{__version__}"
 #: The most a whole (non-streamed) answer or an error body may hold. Answers with inline
 #: images run to a few MiB; 64 MiB bounds a misbehaving upstream without refusing real ones.
 MAX_BODY_SIZE = 64 * 1024 * 1024
-#: Upper bound on closing a response or a client; it runs shielded.
-CLOSE_TIMEOUT = 1.0
 #: Idle pooled connections are kept this long (the vendors' servers keep connections open
 #: for a minute or more, and a new TLS handshake costs a round trip or two).
 KEEPALIVE_EXPIRY = 30.0
@@ -149,6 +153,11 @@ class Headers(Mapping[str, str]):
         return f"Headers({sorted(self._fields)!r})"
 
 
+#: The OAuth calls' timeouts (:class:`HttpClient`): a token endpoint answers in a second or
+#: two; a login should not hang for the two minutes a model's answer may take.
+OAUTH_TIMEOUTS = Timeouts(connect=10.0, first_byte=30.0, idle=30.0)
+
+
 @attrs.frozen(kw_only=True)
 class Reply:
     """A whole upstream answer. ``headers`` is case-insensitive."""
@@ -156,6 +165,14 @@ class Reply:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+    def json(self) -> Any:
+        """The body decoded as JSON.
+
+        Raises:
+          ValueError: the body is not JSON (FramingError: not UTF-8, not JSON, too deep).
+        """
+        return loads(self.body)
 
 
 @functools.cache
@@ -455,7 +472,6 @@ class Upstreams:
         self._ssl = ssl_context
         self._environment = urllib.request.getproxies_environment() if trust_env else {}
         self._idle: dict[_Origin, list[_Connection]] = {}
-        self._clients: dict[str | None, httpx.AsyncClient] = {}
         self._closed = False
 
     async def __aenter__(self) -> Upstreams:
@@ -465,35 +481,23 @@ class Upstreams:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every pooled connection and every OAuth client (idempotent)."""
+        """Close every pooled connection (idempotent)."""
         self._closed = True
         for stack in self._idle.values():
             for connection in stack:
                 connection.close()
         self._idle = {}
-        clients, self._clients = list(self._clients.values()), {}
-        with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
-            for client in clients:
-                await client.aclose()
 
-    def client(self, proxy_url: str | None = None) -> httpx.AsyncClient:
-        """The OAuth flows' HTTP client for ``proxy_url`` (made on first use).
+    def client(self, proxy_url: str | None = None, *, provider: str = "oauth") -> HttpClient:
+        """An :class:`HttpClient` for the OAuth flows: through ``proxy_url`` (None: the
+        environment's proxy, if ``trust_env``), errors naming ``provider``.
 
         Raises:
           RuntimeError: the Upstreams is closed.
         """
         if self._closed:
             raise RuntimeError("the upstream clients are closed")
-        client = self._clients.get(proxy_url)
-        if client is None:
-            client = self._clients[proxy_url] = httpx.AsyncClient(
-                proxy=proxy_url,
-                trust_env=self._trust_env,
-                verify=self._ssl or _ssl_context(self._trust_env),
-                headers={"user-agent": USER_AGENT},
-                follow_redirects=False,
-            )
-        return client
+        return HttpClient(upstreams=self, proxy_url=proxy_url, provider=provider)
 
     # ----------------------------------------------------------------------------------------
     # The pool
@@ -689,6 +693,57 @@ class Upstreams:
     async def get(self, url: str, **kwargs: Any) -> Reply:
         """``request("GET", url, ...)``."""
         return await self.request("GET", url, **kwargs)
+
+
+@attrs.frozen(kw_only=True)
+class HttpClient:
+    """:class:`Upstreams` bound to a proxy, timeouts and a provider name: what the OAuth
+    flows call (whole answers, JSON and form bodies). Nothing to close: the connections are
+    the pool's.
+
+    Every method raises UpstreamError: TIMEOUT when a phase outlasts its timeout, UPSTREAM
+    when the URL is invalid or the host cannot be reached; the message names ``provider`` and
+    the host, never a credential header's value (the body is never quoted).
+    """
+
+    upstreams: Upstreams
+    proxy_url: str | None = None
+    timeouts: Timeouts = OAUTH_TIMEOUTS
+    provider: str = "oauth"
+
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Reply:
+        """Send a request and read the whole answer (redirects are not followed)."""
+        return await self.upstreams.request(
+            method, url, provider=self.provider, timeouts=self.timeouts, headers=headers,
+            body=body, proxy_url=self.proxy_url,
+        )
+
+    async def get(self, url: str, *, headers: Mapping[str, str] | None = None) -> Reply:
+        """``GET url``."""
+        return await self.request("GET", url, headers=headers)
+
+    async def post_json(
+        self, url: str, payload: Any, *, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """``POST url`` with ``payload`` as a JSON body."""
+        body = dumps(payload)
+        return await self.request(
+            "POST", url, body=body,
+            headers={"content-type": "application/json", **(headers or {})},
+        )
+
+    async def post_form(
+        self, url: str, fields: Mapping[str, str], *, headers: Mapping[str, str] | None = None
+    ) -> Reply:
+        """``POST url`` with ``fields`` as an ``application/x-www-form-urlencoded`` body."""
+        body = urllib.parse.urlencode(fields).encode("ascii")
+        return await self.request(
+            "POST", url, body=body,
+            headers={"content-type": "application/x-www-form-urlencoded", **(headers or {})},
+        )
 
 
 def _request(

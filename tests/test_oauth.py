@@ -1,13 +1,14 @@
 """mux.oauth: PKCE, pasted codes, the loopback callback server (real sockets, hit with httpx),
-token endpoint errors, and device-flow polling (httpx.MockTransport on the autojump clock, so
-intervals are exact virtual seconds)."""
+token endpoint calls and errors through mux's own upstream client (loopback fakes, a proxy),
+and device-flow polling (a loopback fake on the autojump clock, so intervals are exact virtual
+seconds)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ from mux.oauth import (
     wait_for_callback,
 )
 from mux.server import HttpRequest, HttpResponse, Server
+from mux.upstream import HttpClient, Timeouts, Upstreams
 
 STEP = 5.0
 REFRESH = "rt-SECRET-refresh-0123456789"
@@ -203,8 +205,8 @@ async def test_receive_code_takes_a_pasted_url_when_no_redirect_comes() -> None:
             return "garbage with spaces"
         return "http://localhost:9/callback?code=pasted&state=S1"
 
-    async with httpx.AsyncClient() as http:
-        ctx = LoginContext(http=http, open_browser=False, print=printed.append, input=paste,
+    async with Upstreams(trust_env=False) as upstreams:
+        ctx = LoginContext(http=upstreams.client(), open_browser=False, print=printed.append, input=paste,
                            browse=lambda url: pytest.fail("no browser with --no-browser"))
         with trio.fail_after(STEP):
             code = await ctx.receive_code("https://auth.example/authorize?x=1", port=0,
@@ -241,8 +243,8 @@ async def test_receive_code_takes_the_redirect_and_opens_the_browser(
         sock.bind(("127.0.0.1", 0))
         port_of.append(sock.getsockname()[1])
     nursery.start_soon(browser)
-    async with httpx.AsyncClient() as http:
-        ctx = LoginContext(http=http, print=lambda line: None, input=no_terminal,
+    async with Upstreams(trust_env=False) as upstreams:
+        ctx = LoginContext(http=upstreams.client(), print=lambda line: None, input=no_terminal,
                            browse=lambda url: bool(opened.append(url)) or True)
         with trio.fail_after(STEP):
             code = await ctx.receive_code("https://auth.example/a", port=port_of[0], path="/cb",
@@ -254,28 +256,48 @@ async def test_receive_code_takes_the_redirect_and_opens_the_browser(
 # Token endpoints
 
 
-def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
-async def test_post_token_sends_json_or_form_over_a_real_socket(nursery: trio.Nursery) -> None:
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    """mux's OAuth client (its default timeouts), straight to the loopback fakes."""
+    async with Upstreams(trust_env=False) as upstreams:
+        yield upstreams.client(provider="test")
+
+
+async def endpoint(nursery: trio.Nursery, handler: Handler, path: str = "/token") -> str:
+    """A fake token endpoint on a loopback port; its URL."""
+    port = await nursery.start(Server(handler).serve, "127.0.0.1", 0)
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def answer(status: int, body: Any = None) -> HttpResponse:
+    """A JSON answer (None: an empty body; a str: that text as HTML)."""
+    if isinstance(body, str):
+        return HttpResponse(status=status, headers=[("content-type", "text/html")],
+                            body=body.encode())
+    return HttpResponse(status=status, headers=[("content-type", "application/json")],
+                        body=json.dumps(body).encode() if body is not None else b"")
+
+
+async def test_post_token_sends_json_or_form_over_a_real_socket(
+        nursery: trio.Nursery, http: HttpClient) -> None:
     seen: list[HttpRequest] = []
 
     async def handle(request: HttpRequest) -> HttpResponse:
         seen.append(request)
-        return HttpResponse(status=200, headers=[("content-type", "application/json")],
-                            body=b'{"access_token": "a", "expires_in": 3600}')
+        return answer(200, {"access_token": "a", "expires_in": 3600})
 
-    port = await nursery.start(Server(handle).serve, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{port}/v1/oauth/token"
+    url = await endpoint(nursery, handle, "/v1/oauth/token")
     with trio.fail_after(STEP):
-        async with httpx.AsyncClient() as client:
-            got = await post_token(client, url, json={"grant_type": "refresh_token",
-                                                      "refresh_token": REFRESH})
-            await post_token(client, url, form={"grant_type": "refresh_token",
+        got = await post_token(http, url, json={"grant_type": "refresh_token",
                                                 "refresh_token": REFRESH})
+        await post_token(http, url, form={"grant_type": "refresh_token",
+                                          "refresh_token": REFRESH})
     assert got == {"access_token": "a", "expires_in": 3600}
     assert seen[0].headers["content-type"] == "application/json"
+    assert seen[0].headers["accept"] == "application/json"
     assert json.loads(seen[0].body) == {"grant_type": "refresh_token", "refresh_token": REFRESH}
     assert seen[1].headers["content-type"] == "application/x-www-form-urlencoded"
     assert seen[1].body == f"grant_type=refresh_token&refresh_token={REFRESH}".encode()
@@ -283,46 +305,105 @@ async def test_post_token_sends_json_or_form_over_a_real_socket(nursery: trio.Nu
 
 @pytest.mark.parametrize(("status", "body", "error", "message"), [
     (400, {"error": "invalid_grant", "error_description": f"Refresh token {REFRESH} not found"},
-     RevokedError, "https://auth.example/token answered 400 invalid_grant: Refresh token "
-                   "<redacted> not found"),
+     RevokedError, "{where} answered 400 invalid_grant: Refresh token <redacted> not found"),
     (401, {"error": {"message": "Your refresh token has already been used",
                      "type": "invalid_request_error", "code": "refresh_token_reused"}},
-     RevokedError, "https://auth.example/token answered 401 refresh_token_reused: Your refresh "
-                   "token has already been used"),
-    (400, {"error": "invalid_client"}, RefreshError,
-     "https://auth.example/token answered 400 invalid_client"),
-    (503, None, RefreshError, "https://auth.example/token answered 503 error"),
+     RevokedError, "{where} answered 401 refresh_token_reused: Your refresh token has already "
+                   "been used"),
+    (400, {"error": "invalid_client"}, RefreshError, "{where} answered 400 invalid_client"),
+    (503, None, RefreshError, "{where} answered 503 error"),
     (200, {"error": "authorization_pending"}, RefreshError,
-     "https://auth.example/token answered 200 authorization_pending"),
-    (200, "text", RefreshError, "https://auth.example/token: the token endpoint answered 200 "
-                                "without JSON"),
+     "{where} answered 200 authorization_pending"),
+    (200, "<html>", RefreshError, "{where}: the token endpoint answered 200 without JSON"),
 ])
-async def test_post_token_errors(status: int, body: Any, error: type[Exception],
-                                 message: str) -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if body == "text":
-            return httpx.Response(status, text="<html>")
-        return httpx.Response(status, json=body) if body is not None else httpx.Response(status)
+async def test_post_token_errors(nursery: trio.Nursery, http: HttpClient, status: int,
+                                 body: Any, error: type[Exception], message: str) -> None:
+    async def handle(request: HttpRequest) -> HttpResponse:
+        return answer(status, body)
 
-    async with mock_client(handler) as client:
-        with pytest.raises(error) as caught:
-            await post_token(client, "https://auth.example/token",
-                             json={"grant_type": "refresh_token", "refresh_token": REFRESH})
-    assert str(caught.value) == message
+    url = await endpoint(nursery, handle)
+    with trio.fail_after(STEP), pytest.raises(error) as caught:
+        await post_token(http, url, json={"grant_type": "refresh_token",
+                                          "refresh_token": REFRESH})
+    assert str(caught.value) == message.format(where=url)
     assert REFRESH not in str(caught.value)
 
 
-async def test_post_token_network_failure_is_a_refresh_error() -> None:
+async def test_post_token_network_failure_is_a_refresh_error(http: HttpClient) -> None:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with httpx.AsyncClient() as client:
-        with pytest.raises(RefreshError, match=rf"^http://127\.0\.0\.1:{port}/token: cannot "
-                                               r"reach the token endpoint"):
-            await post_token(client, f"http://127.0.0.1:{port}/token",
-                             form={"refresh_token": REFRESH})
+    with trio.fail_after(STEP), pytest.raises(
+            RefreshError, match=rf"^http://127\.0\.0\.1:{port}/token: cannot reach the token "
+                                r"endpoint \(cannot connect \(.+\)\)$"):
+        await post_token(http, f"http://127.0.0.1:{port}/token",
+                         form={"refresh_token": REFRESH})
+
+
+async def test_post_token_invalid_url_is_a_refresh_error(http: HttpClient) -> None:
+    with pytest.raises(RefreshError, match=r"^token endpoint: cannot reach the token endpoint "
+                                           r"\(invalid URL\)$"):
+        await post_token(http, "not a url", form={"refresh_token": REFRESH})
+
+
+async def test_a_token_endpoint_timeout_names_the_host_not_the_token(
+        nursery: trio.Nursery, http: HttpClient, autojump_clock: trio.abc.Clock) -> None:
+    """An endpoint that never answers: after the OAuth first-byte timeout (30 virtual
+    seconds) a RefreshError naming the endpoint, without the refresh token (which was in the
+    body) or the bearer (in a header)."""
+    arrived: list[bytes] = []
+
+    async def hang(request: HttpRequest) -> HttpResponse:
+        arrived.append(request.body)
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    url = await endpoint(nursery, hang)
+    start = trio.current_time()
+    with pytest.raises(RefreshError) as caught:
+        await post_token(http, url, json={"refresh_token": REFRESH},
+                         headers={"authorization": "Bearer SECRET-bearer-0123456789"})
+    assert str(caught.value) == f"{url}: no answer within 30s"
+    assert trio.current_time() - start == pytest.approx(30)
+    assert REFRESH.encode() in arrived[0]  # it was sent, and is not in the message
+    assert "SECRET" not in str(caught.value) and caught.value.__cause__ is None
+
+
+async def test_token_calls_go_through_the_proxy_url(nursery: trio.Nursery) -> None:
+    """A refresh under a ``[[providers]]`` entry with ``proxy-url`` goes to that proxy (in
+    absolute form, as for plain-HTTP upstreams), never straight to the endpoint."""
+    from mux.auth import Credentials
+    from mux.config import Config
+    from mux.providers.subscriptions import refreshers
+
+    seen: list[HttpRequest] = []
+
+    async def proxy(request: HttpRequest) -> HttpResponse:
+        seen.append(request)
+        return answer(200, {"access_token": "new-access", "refresh_token": "new-refresh",
+                            "expires_in": 3600})
+
+    proxy_url = (await endpoint(nursery, proxy, "")).rstrip("/")
+    entry = ProviderConfig(name="c", type="claude", proxy_url=proxy_url,
+                           oauth_token_url="http://auth.invalid/v1/oauth/token")
+    old = Credentials(provider="claude", account="a@example.com", access_token="old-access",
+                      refresh_token=REFRESH, expires_at=0.0)
+    with trio.fail_after(STEP):
+        async with Upstreams(trust_env=False) as upstreams:
+            refresh = refreshers(Config(providers=[entry]), upstreams)["claude"]
+            new = await refresh(old)
+    assert (new.access_token, new.refresh_token) == ("new-access", "new-refresh")
+    assert [r.raw_path for r in seen] == ["http://auth.invalid/v1/oauth/token"]
+    assert json.loads(seen[0].body)["refresh_token"] == REFRESH
+
+
+def test_the_client_is_bound_to_the_proxy_and_short_timeouts() -> None:
+    upstreams = Upstreams(trust_env=False)
+    client = upstreams.client("http://127.0.0.1:3128", provider="claude")
+    assert (client.proxy_url, client.provider) == ("http://127.0.0.1:3128", "claude")
+    assert client.timeouts == Timeouts(connect=10.0, first_byte=30.0, idle=30.0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -337,71 +418,89 @@ class DeviceEndpoint:
         self.times: list[float] = []
         self.bodies: list[bytes] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
         self.times.append(trio.current_time())
-        self.bodies.append(request.content)
+        self.bodies.append(request.body)
         status, body = self.answers.pop(0)
-        return httpx.Response(status, json=body)
+        return answer(status, body)
 
 
 async def test_device_polling_waits_slows_down_and_succeeds(
-        autojump_clock: trio.abc.Clock) -> None:
-    endpoint = DeviceEndpoint(
+        nursery: trio.Nursery, http: HttpClient, autojump_clock: trio.abc.Clock) -> None:
+    device = DeviceEndpoint(
         (400, {"error": "authorization_pending"}),
         (400, {"error": "slow_down"}),
         (200, {"error": "authorization_pending"}),  # GitHub answers pending with 200
         (200, {"access_token": "gho_x", "token_type": "bearer"}),
     )
+    url = await endpoint(nursery, device, "/login/oauth/access_token")
     start = trio.current_time()
-    async with mock_client(endpoint) as client:
-        got = await poll_device_token(
-            client, "https://github.example/login/oauth/access_token",
-            form={"client_id": "cid", "device_code": "dc",
-                  "grant_type": "urn:ietf:params:oauth:grant-type:device_code"},
-            interval=5, timeout=900)
+    got = await poll_device_token(
+        http, url,
+        form={"client_id": "cid", "device_code": "dc",
+              "grant_type": "urn:ietf:params:oauth:grant-type:device_code"},
+        interval=5, timeout=900)
     assert got == {"access_token": "gho_x", "token_type": "bearer"}
-    assert [t - start for t in endpoint.times] == [5, 10, 20, 30]  # +5 s after slow_down
-    assert endpoint.bodies[0] == (b"client_id=cid&device_code=dc&grant_type=urn%3Aietf%3Aparams"
-                                  b"%3Aoauth%3Agrant-type%3Adevice_code")
+    assert [t - start for t in device.times] == [5, 10, 20, 30]  # +5 s after slow_down
+    assert device.bodies[0] == (b"client_id=cid&device_code=dc&grant_type=urn%3Aietf%3Aparams"
+                                b"%3Aoauth%3Agrant-type%3Adevice_code")
 
 
 async def test_device_polling_takes_the_servers_new_interval(
-        autojump_clock: trio.abc.Clock) -> None:
-    endpoint = DeviceEndpoint((400, {"error": "slow_down", "interval": 30}), (200, {"ok": 1}))
+        nursery: trio.Nursery, http: HttpClient, autojump_clock: trio.abc.Clock) -> None:
+    device = DeviceEndpoint((400, {"error": "slow_down", "interval": 30}), (200, {"ok": 1}))
+    url = await endpoint(nursery, device)
     start = trio.current_time()
-    async with mock_client(endpoint) as client:
-        await poll_device_token(client, "https://x/token", json={"d": 1}, interval=5)
-    assert [t - start for t in endpoint.times] == [5, 35]
+    await poll_device_token(http, url, json={"d": 1}, interval=5)
+    assert [t - start for t in device.times] == [5, 35]
 
 
-async def test_device_polling_pending_statuses(autojump_clock: trio.abc.Clock) -> None:
+async def test_device_polling_pending_statuses(
+        nursery: trio.Nursery, http: HttpClient, autojump_clock: trio.abc.Clock) -> None:
     """OpenAI's device endpoint answers 403/404 until the user approves."""
-    endpoint = DeviceEndpoint((403, {"error": {"message": "pending"}}), (404, {}),
-                              (200, {"authorization_code": "ac", "code_verifier": "v"}))
-    async with mock_client(endpoint) as client:
-        got = await poll_device_token(client, "https://x/deviceauth/token", json={"u": 1},
-                                      interval=5, pending_statuses=(403, 404))
-    assert got["authorization_code"] == "ac" and len(endpoint.times) == 3
+    device = DeviceEndpoint((403, {"error": {"message": "pending"}}), (404, {}),
+                            (200, {"authorization_code": "ac", "code_verifier": "v"}))
+    url = await endpoint(nursery, device, "/deviceauth/token")
+    got = await poll_device_token(http, url, json={"u": 1}, interval=5,
+                                  pending_statuses=(403, 404))
+    assert got["authorization_code"] == "ac" and len(device.times) == 3
 
 
-@pytest.mark.parametrize(("answer", "message"), [
+@pytest.mark.parametrize(("reply", "message"), [
     ((400, {"error": "expired_token"}), "the device code expired before the login was approved"),
     ((400, {"error": "access_denied"}), "the login was denied"),
     ((400, {"error": "unsupported_grant_type", "error_description": "nope"}),
-     "https://x/token answered 400 unsupported_grant_type: nope"),
+     "{url} answered 400 unsupported_grant_type: nope"),
 ])
-async def test_device_polling_failures(autojump_clock: trio.abc.Clock, answer: tuple[int, Any],
-                                       message: str) -> None:
-    endpoint = DeviceEndpoint((400, {"error": "authorization_pending"}), answer)
-    async with mock_client(endpoint) as client:
-        with pytest.raises(LoginError, match=__import__("re").escape(message)):
-            await poll_device_token(client, "https://x/token", form={"d": "SECRET-device-code"})
+async def test_device_polling_failures(nursery: trio.Nursery, http: HttpClient,
+                                       autojump_clock: trio.abc.Clock,
+                                       reply: tuple[int, Any], message: str) -> None:
+    device = DeviceEndpoint((400, {"error": "authorization_pending"}), reply)
+    url = await endpoint(nursery, device)
+    with pytest.raises(LoginError) as caught:
+        await poll_device_token(http, url, form={"d": "SECRET-device-code"})
+    assert str(caught.value).startswith(message.format(url=url))
+    assert "SECRET" not in str(caught.value)
 
 
-async def test_device_polling_gives_up_at_the_timeout(autojump_clock: trio.abc.Clock) -> None:
-    endpoint = DeviceEndpoint(*[(400, {"error": "authorization_pending"})] * 100)
+async def test_device_polling_network_failure_is_a_login_error(http: HttpClient,
+                                                               autojump_clock: trio.abc.Clock
+                                                               ) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(LoginError, match=rf"^http://127\.0\.0\.1:{port}/token: cannot reach "):
+        await poll_device_token(http, f"http://127.0.0.1:{port}/token",
+                                form={"device_code": "SECRET-device-code"}, interval=1)
+
+
+async def test_device_polling_gives_up_at_the_timeout(
+        nursery: trio.Nursery, http: HttpClient, autojump_clock: trio.abc.Clock) -> None:
+    device = DeviceEndpoint(*[(400, {"error": "authorization_pending"})] * 100)
+    url = await endpoint(nursery, device)
     start = trio.current_time()
-    async with mock_client(endpoint) as client:
-        with pytest.raises(LoginError, match=r"^the login was not approved within 60s; "):
-            await poll_device_token(client, "https://x/token", form={}, interval=5, timeout=60)
-    assert trio.current_time() - start == 60 and len(endpoint.times) == 11
+    with pytest.raises(LoginError, match=r"^the login was not approved within 60s; "):
+        await poll_device_token(http, url, form={}, interval=5, timeout=60)
+    assert trio.current_time() - start == 60 and len(device.times) == 11

@@ -25,7 +25,7 @@ from mux import __version__
 from mux.errors import UpstreamError
 from mux.ir import ErrorKind
 from mux.server import HttpRequest, HttpResponse, Server
-from mux.upstream import Timeouts, Upstreams
+from mux.upstream import Reply, Timeouts, Upstreams
 
 FAST = Timeouts(connect=1.0, first_byte=0.3, idle=0.3)
 #: Upper bound for any single test.
@@ -104,17 +104,38 @@ async def test_connections_are_pooled(nursery: trio.Nursery) -> None:
     assert len(clients) == 3 and len(set(clients)) == 1
 
 
-async def test_one_client_per_proxy_url_closed_on_exit() -> None:
+async def test_the_oauth_client_uses_the_pool_and_refuses_once_closed(
+        nursery: trio.Nursery) -> None:
+    """``client()`` binds the pool: its calls share the keep-alive connections, send JSON and
+    form bodies, and decode JSON answers; a closed Upstreams gives no client."""
+    seen: list[HttpRequest] = []
+
+    async def handler(request: HttpRequest) -> HttpResponse:
+        seen.append(request)
+        return HttpResponse(status=200, body=b'{"ok": true}')
+
+    url = await serve(nursery, handler)
     upstreams = Upstreams(trust_env=False)
-    async with upstreams:
-        direct = upstreams.client(None)
-        proxied = upstreams.client("http://127.0.0.1:3128")
-        assert upstreams.client(None) is direct
-        assert upstreams.client("http://127.0.0.1:3128") is proxied
-        assert proxied is not direct
-    assert direct.is_closed and proxied.is_closed
+    with trio.fail_after(STEP):
+        async with upstreams:
+            client = upstreams.client(None, provider="claude")
+            got = await client.post_json(url + "/j", {"a": "é"})
+            await client.post_form(url + "/f", {"a": "b c", "d": "&"})
+            await upstreams.get(url + "/", provider="test", timeouts=FAST)
+    assert got.status == 200 and got.json() == {"ok": True}
+    assert [r.headers["content-type"] for r in seen[:2]] == [
+        "application/json", "application/x-www-form-urlencoded"]
+    assert seen[0].body == '{"a":"é"}'.encode() and seen[1].body == b"a=b+c&d=%26"
+    assert len({r.client for r in seen}) == 1  # one pooled connection for all three
     with pytest.raises(RuntimeError, match="closed"):
         upstreams.client(None)
+
+
+def test_reply_json_raises_value_error_on_a_body_that_is_not_json() -> None:
+    with pytest.raises(ValueError):
+        Reply(status=200, headers={}, body=b"<html>").json()
+    with pytest.raises(ValueError):
+        Reply(status=200, headers={}, body=b"\xff\xfe\x00").json()
 
 
 async def test_requests_go_through_the_proxy_url(nursery: trio.Nursery) -> None:

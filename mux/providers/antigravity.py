@@ -46,7 +46,7 @@ from mux.formats import gemini
 from mux.oauth import LoginContext
 from mux.providers import Account, code_assist
 from mux.providers.catalog import ANTIGRAVITY
-from mux.upstream import Upstreams
+from mux.upstream import HttpClient, Upstreams
 
 __all__ = [
     "SERVICE",
@@ -83,7 +83,7 @@ async def login(ctx: LoginContext, *, clock: Callable[[], float] = time.time) ->
 
 
 def refresher(
-    http: Any, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
+    http: HttpClient, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
 ) -> Refresher:
     """Refreshes an Antigravity token; ``invalid_grant`` raises RevokedError."""
     return code_assist.refresher(SERVICE, http, urls, clock=clock)

@@ -40,7 +40,7 @@ from mux.oauth import LoginContext, LoginError, pkce, post_token, state_token
 from mux.providers import Account
 from mux.providers.catalog import CLAUDE
 from mux.providers.subscriptions import SubscriptionProvider
-from mux.upstream import Upstreams
+from mux.upstream import HttpClient, Upstreams
 
 __all__ = [
     "ClaudeProvider",
@@ -145,7 +145,7 @@ async def login(ctx: LoginContext, *, clock: Callable[[], float] = time.time) ->
 
 
 def refresher(
-    http: Any, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
+    http: HttpClient, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
 ) -> Refresher:
     """Refreshes a Claude token (JSON body); ``invalid_grant`` raises RevokedError."""
     token_url = {**CLAUDE.URLS, **urls}["oauth-token-url"]

@@ -47,7 +47,6 @@ from contextlib import aclosing
 from typing import Any, ClassVar, TypeVar
 
 import attrs
-import httpx
 import trio
 
 from mux import ir
@@ -55,13 +54,13 @@ from mux.auth import Credentials, RefreshError, Refresher, RevokedError
 from mux.errors import MuxError, UpstreamError
 from mux.formats import gemini
 from mux.framing import FramingError, SSEDecoder, dumps, loads, sse
-from mux.oauth import TOKEN_TIMEOUT, LoginContext, LoginError, jwt_claims, pkce, post_token
-from mux.oauth import state_token
+from mux.oauth import LoginContext, LoginError, jwt_claims, pkce, post_token
+from mux.oauth import state_token, upstream_reason
 from mux.providers import Account
 from mux.providers.api import ApiCall
 from mux.providers.catalog import GOOGLE
 from mux.providers.subscriptions import SubscriptionProvider
-from mux.upstream import scrub
+from mux.upstream import HttpClient, scrub
 
 __all__ = [
     "Caller",
@@ -216,21 +215,20 @@ async def login(
     return attrs.evolve(credentials, extras={**credentials.extras, "project_id": project})
 
 
-async def _userinfo(http: httpx.AsyncClient, url: str, access: str) -> str | None:
+async def _userinfo(http: HttpClient, url: str, access: str) -> str | None:
     """The email of the token's account (userinfo), or None if it cannot be had."""
     try:
-        response = await http.get(url, headers={"authorization": f"Bearer {access}",
-                                                "accept": "application/json"},
-                                  timeout=TOKEN_TIMEOUT)
-        body = response.json() if response.is_success else None
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+        reply = await http.get(url, headers={"authorization": f"Bearer {access}",
+                                             "accept": "application/json"})
+        body = reply.json() if 200 <= reply.status < 300 else None
+    except (UpstreamError, ValueError):
         return None
     email = body.get("email") if isinstance(body, dict) else None
     return email if isinstance(email, str) and email else None
 
 
 def refresher(
-    service: Service, http: Any, urls: Mapping[str, str], *,
+    service: Service, http: HttpClient, urls: Mapping[str, str], *,
     clock: Callable[[], float] = time.time,
 ) -> Refresher:
     """Refreshes a Google token (form body with the client secret); ``invalid_grant`` raises
@@ -323,31 +321,31 @@ async def _discover_on(
     raise UpstreamError(ir.ErrorKind.UPSTREAM, "no base URL is configured")
 
 
-def _http_caller(http: httpx.AsyncClient, base: str, access: str,
+def _http_caller(http: HttpClient, base: str, access: str,
                  headers: Mapping[str, str]) -> Caller:
-    """A :data:`Caller` on a plain HTTP client (the login's), with ``access`` as Bearer."""
+    """A :data:`Caller` on the login's HTTP client, with ``access`` as Bearer."""
 
     async def call(method: str, body: dict[str, Any]) -> Any:
         url = method_url(base, method)
         where = urllib.parse.urlsplit(url)
         name = f"{where.scheme}://{where.netloc}{where.path}"
         try:
-            response = await http.post(url, content=dumps(body), timeout=TOKEN_TIMEOUT, headers={
+            reply = await http.request("POST", url, body=dumps(body), headers={
                 **headers, "authorization": f"Bearer {access}", "accept": "application/json",
                 "content-type": "application/json"})
-        except httpx.TimeoutException:
-            raise UpstreamError(ir.ErrorKind.TIMEOUT, f"{name}: no answer within "
-                                f"{TOKEN_TIMEOUT:g}s") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            detail = scrub(str(exc), [access])[:200] or type(exc).__name__
-            raise UpstreamError(ir.ErrorKind.UPSTREAM, f"{name}: cannot reach it ({detail})",
+        except UpstreamError as error:
+            reason = scrub(upstream_reason(error), [access])[:200]
+            if error.kind is ir.ErrorKind.TIMEOUT:
+                raise UpstreamError(error.kind, f"{name}: {reason}", status=error.status) \
+                    from None
+            raise UpstreamError(ir.ErrorKind.UPSTREAM, f"{name}: cannot reach it ({reason})",
                                 status=502) from None
         try:
-            answer: Any = loads(response.content)
+            answer: Any = loads(reply.body)
         except FramingError:
-            answer = response.content.decode("utf-8", "replace")
-        if not response.is_success:
-            error = gemini.parse_error(response.status_code, answer)
+            answer = reply.body.decode("utf-8", "replace")
+        if not 200 <= reply.status < 300:
+            error = gemini.parse_error(reply.status, answer)
             raise UpstreamError(error.kind, f"{name}: {scrub(error.message, [access])[:300]}",
                                 status=error.status)
         return answer

@@ -43,7 +43,7 @@ from mux.providers import Account
 from mux.providers.catalog import CODEX
 from mux.providers.subscriptions import SubscriptionProvider
 from mux.streams import StreamAccumulator
-from mux.upstream import Upstreams
+from mux.upstream import HttpClient, Upstreams
 
 __all__ = [
     "CodexProvider",
@@ -199,7 +199,7 @@ async def _device_code(ctx: LoginContext, urls: Mapping[str, str]) -> tuple[str,
 
 
 def refresher(
-    http: Any, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
+    http: HttpClient, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
 ) -> Refresher:
     """Refreshes a Codex token (form body); a dead refresh token raises RevokedError."""
     token_url = {**CODEX.URLS, **urls}["oauth-token-url"]

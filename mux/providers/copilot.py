@@ -36,17 +36,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from mux import ir
 from mux.auth import AuthFileError, Accounts, Credentials, RefreshError, Refresher, RevokedError
 from mux.config import ProviderConfig
-from mux.errors import MuxError
-from mux.oauth import TOKEN_TIMEOUT, LoginContext, LoginError, poll_device_token, post_token
+from mux.errors import MuxError, UpstreamError
+from mux.oauth import (
+    LoginContext, LoginError, poll_device_token, post_token, upstream_reason, where,
+)
 from mux.providers import Account
 from mux.providers.catalog import COPILOT
 from mux.providers.subscriptions import SubscriptionProvider
-from mux.upstream import Upstreams, scrub
+from mux.upstream import HttpClient, Upstreams, scrub
 
 __all__ = [
     "UNEXCHANGED",
@@ -70,45 +70,36 @@ UNEXCHANGED = "unexchanged"
 # GitHub calls
 
 
-def _where(url: str) -> str:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "the GitHub API"
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
-
-
-async def _github_get(http: httpx.AsyncClient, url: str, github_token: str) -> dict[str, Any]:
+async def _github_get(http: HttpClient, url: str, github_token: str) -> dict[str, Any]:
     """GET a GitHub API URL with the GitHub token (``Authorization: token``).
 
     Raises:
       RevokedError: 401: the GitHub token is no longer valid.
       RefreshError: unreachable, another error status, or not a JSON object.
     """
-    where = _where(url)
+    place = where(url, "the GitHub API")
     headers = {**COPILOT.GITHUB_HEADERS, "authorization": f"token {github_token}"}
     try:
-        response = await http.get(url, headers=headers, timeout=TOKEN_TIMEOUT)
-    except httpx.TimeoutException:
-        raise RefreshError(f"{where}: no answer within {TOKEN_TIMEOUT:g}s") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        detail = scrub(str(exc), [github_token])[:200] or type(exc).__name__
-        raise RefreshError(f"{where}: cannot reach it ({detail})") from None
+        reply = await http.get(url, headers=headers)
+    except UpstreamError as error:
+        reason = scrub(upstream_reason(error), [github_token])[:200]
+        if error.kind is ir.ErrorKind.TIMEOUT:
+            raise RefreshError(f"{place}: {reason}") from None
+        raise RefreshError(f"{place}: cannot reach it ({reason})") from None
     try:
-        body = response.json()
+        body = reply.json()
     except ValueError:
         body = None
-    if response.status_code == 401:
-        raise RevokedError(f"{where} answered 401: the GitHub token is no longer valid")
-    if not response.is_success or not isinstance(body, dict):
+    if reply.status == 401:
+        raise RevokedError(f"{place} answered 401: the GitHub token is no longer valid")
+    if not 200 <= reply.status < 300 or not isinstance(body, dict):
         message = body.get("message") if isinstance(body, dict) else None
         text = scrub(str(message), [github_token])[:300] if message else "no JSON object"
-        raise RefreshError(f"{where} answered {response.status_code}: {text}")
+        raise RefreshError(f"{place} answered {reply.status}: {text}")
     return body
 
 
-async def github_login(http: httpx.AsyncClient, url: str, github_token: str) -> str:
+async def github_login(http: HttpClient, url: str, github_token: str) -> str:
     """The GitHub login (user name) of ``github_token``.
 
     Raises:
@@ -117,12 +108,12 @@ async def github_login(http: httpx.AsyncClient, url: str, github_token: str) -> 
     body = await _github_get(http, url, github_token)
     name = body.get("login")
     if not isinstance(name, str) or not name:
-        raise RefreshError(f"{_where(url)}: the answer has no login")
+        raise RefreshError(f"{where(url, 'the GitHub API')}: the answer has no login")
     return name
 
 
 async def exchange(
-    http: httpx.AsyncClient, url: str, github_token: str, *, now: float
+    http: HttpClient, url: str, github_token: str, *, now: float
 ) -> tuple[str, float]:
     """A Copilot token for ``github_token``: ``(token, expires_at)``.
 
@@ -133,7 +124,7 @@ async def exchange(
     body = await _github_get(http, url, github_token)
     token = body.get("token")
     if not isinstance(token, str) or not token:
-        raise RefreshError(f"{_where(url)}: the answer has no token")
+        raise RefreshError(f"{where(url, 'the GitHub API')}: the answer has no token")
     expires = body.get("expires_at")
     if isinstance(expires, (int, float)) and not isinstance(expires, bool) and expires > 0:
         return token, float(expires)
@@ -198,7 +189,7 @@ def _number(value: object, default: float) -> float:
 
 
 def refresher(
-    http: Any, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
+    http: HttpClient, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
 ) -> Refresher:
     """Exchanges the account's GitHub token for a new Copilot token; a 401 (the GitHub token
     is dead) raises RevokedError."""

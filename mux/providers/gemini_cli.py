@@ -27,7 +27,7 @@ from mux.config import ProviderConfig
 from mux.oauth import LoginContext
 from mux.providers import code_assist
 from mux.providers.catalog import GEMINI_CLI
-from mux.upstream import Upstreams
+from mux.upstream import HttpClient, Upstreams
 
 __all__ = [
     "SERVICE",
@@ -51,7 +51,7 @@ async def login(ctx: LoginContext, *, clock: Callable[[], float] = time.time) ->
 
 
 def refresher(
-    http: Any, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
+    http: HttpClient, urls: Mapping[str, str], *, clock: Callable[[], float] = time.time
 ) -> Refresher:
     """Refreshes a Gemini CLI token; ``invalid_grant`` raises RevokedError."""
     return code_assist.refresher(SERVICE, http, urls, clock=clock)

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
-import httpx
 
 from mux import ir
 from mux.auth import Accounts, Credentials, Refresher, TokenKeeper
@@ -49,7 +48,7 @@ from mux.providers import Account, AccountProvider
 from mux.providers import catalog
 from mux.providers.api import ApiProvider
 from mux.oauth import LoginContext, url_overrides
-from mux.upstream import Upstreams
+from mux.upstream import HttpClient, Upstreams
 
 __all__ = [
     "REGISTRY",
@@ -73,7 +72,7 @@ class SubscriptionKind:
     #: kind's); returns the new account's credentials, not yet saved.
     login: Callable[[LoginContext], Awaitable[Credentials]]
     #: The token refresher for :class:`mux.auth.Accounts`, given the HTTP client and URLs.
-    refresher: Callable[[httpx.AsyncClient, Mapping[str, str]], Refresher]
+    refresher: Callable[[HttpClient, Mapping[str, str]], Refresher]
     #: Reads the vendor CLI's own token file (None: :attr:`default_import_path`).
     #: Raises ValueError naming the file and the bad key (never a value).
     import_credentials: Callable[[Path | None], list[Credentials]]
@@ -143,7 +142,7 @@ def refreshers(config: Config, upstreams: Upstreams) -> dict[str, Refresher]:
     found = {}
     for name, kind in REGISTRY.items():
         entry = config_entry(config, name)
-        http = upstreams.client(entry.proxy_url if entry else None)
+        http = upstreams.client(entry.proxy_url if entry else None, provider=name)
         found[name] = kind.refresher(http, endpoint_urls(name, entry))
     return found
 
