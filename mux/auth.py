@@ -73,6 +73,7 @@ __all__ = [
     "dump_credentials",
     "load_credentials",
     "read_entry",
+    "read_json",
 ]
 
 log = logging.getLogger("mux.auth")
@@ -95,6 +96,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9@._-]")
 class AuthFileError(Exception):
     """An auth file is unreadable or malformed; the message names the file and the key, never
     a value."""
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file another tool wrote (``mux import``).
+
+    Raises:
+      AuthFileError: not JSON (where, never what).
+      OSError: the file cannot be read.
+    """
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AuthFileError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno})") from None
 
 
 class RevokedError(UpstreamError):

@@ -35,6 +35,7 @@ from typing import Any
 
 from mux import ir
 from mux.auth import AuthFileError, Accounts, Credentials, RefreshError, Refresher, RevokedError
+from mux.auth import read_json
 from mux.config import ProviderConfig
 from mux.oauth import LoginContext, LoginError, pkce, post_token, state_token
 from mux.providers import Account
@@ -178,7 +179,7 @@ def import_credentials(path: Path | None = None) -> list[Credentials]:
       OSError: the file cannot be read.
     """
     path = Path(path or Path(CLAUDE.IMPORT_PATH).expanduser())
-    data = _read_json(path)
+    data = read_json(path)
     entry = data.get("claudeAiOauth") if isinstance(data, dict) else None
     if not isinstance(entry, dict):
         raise AuthFileError(f"{path}: claudeAiOauth: expected an object (is this Claude "
@@ -206,20 +207,12 @@ def import_credentials(path: Path | None = None) -> list[Credentials]:
     )]
 
 
-def _read_json(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise AuthFileError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno})") from None
-
-
 def _profile(credentials_path: Path) -> dict[str, str]:
     """``oauthAccount`` of the ``.claude.json`` beside ``.claude/`` (email, uuids), if any."""
     if credentials_path.parent.name != ".claude":
         return {}
     try:
-        data = _read_json(credentials_path.parent.parent / ".claude.json")
+        data = read_json(credentials_path.parent.parent / ".claude.json")
     except (OSError, AuthFileError, UnicodeDecodeError):
         return {}
     account = data.get("oauthAccount") if isinstance(data, dict) else None

@@ -16,13 +16,12 @@ imported account finds its project at its first request.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mux.auth import AuthFileError, Accounts, Credentials, Refresher
+from mux.auth import AuthFileError, Accounts, Credentials, Refresher, read_json
 from mux.config import ProviderConfig
 from mux.oauth import LoginContext
 from mux.providers import code_assist
@@ -66,7 +65,7 @@ def import_credentials(path: Path | None = None) -> list[Credentials]:
       OSError: the file cannot be read.
     """
     path = Path(path or Path(GEMINI_CLI.IMPORT_PATH).expanduser())
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise AuthFileError(f"{path}: (top level): expected an object (is this Gemini CLI's "
                             "oauth_creds.json?)")
@@ -90,18 +89,10 @@ def import_credentials(path: Path | None = None) -> list[Credentials]:
     )]
 
 
-def _read_json(path: Path) -> Any:
-    text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise AuthFileError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno})") from None
-
-
 def _active_account(credentials_path: Path) -> str | None:
     """``active`` of the ``google_accounts.json`` beside the token file, if any."""
     try:
-        data = _read_json(credentials_path.parent / GEMINI_CLI.ACCOUNTS_FILE)
+        data = read_json(credentials_path.parent / GEMINI_CLI.ACCOUNTS_FILE)
     except (OSError, AuthFileError, UnicodeDecodeError):
         return None
     active = data.get("active") if isinstance(data, dict) else None
