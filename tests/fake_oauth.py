@@ -275,9 +275,7 @@ class FakeService:
         handler = oauth.get((request.method, request.path))
         if handler is None:
             return await self.api.handle(request)
-        self.oauth_requests.append(Received(
-            method=request.method, path=request.path, query=dict(request.query),
-            headers=dict(request.headers), body=request.body, client=request.client))
+        self.oauth_requests.append(Received.of(request, request.body))
         return await handler(request)
 
     async def _authorize(self, request: HttpRequest) -> HttpResponse:
@@ -570,9 +568,7 @@ class FakeCopilot:
         handler = github.get((request.method, request.path))
         if handler is None:
             return await self.api.handle(request)
-        self.github_requests.append(Received(
-            method=request.method, path=request.path, query=dict(request.query),
-            headers=dict(request.headers), body=request.body, client=request.client))
+        self.github_requests.append(Received.of(request, request.body))
         return await handler(request)
 
     def _form(self, request: HttpRequest) -> dict[str, str] | None:
@@ -791,9 +787,7 @@ class _CodeAssistApi(FakeUpstream):
         if method not in ("loadCodeAssist", "onboardUser"):
             return await super().handle(request)
         body = loads(request.body) if request.body else None
-        self.setup_requests.append(Received(
-            method=request.method, path=request.path, query=dict(request.query),
-            headers=dict(request.headers), body=body, client=request.client))
+        self.setup_requests.append(Received.of(request, body))
         try:
             account = self._check(request)
             if not isinstance(body, dict) or body.get("metadata") != dict(
@@ -1013,9 +1007,7 @@ class FakeGoogle:
         handler = oauth.get((request.method, request.path))
         if handler is None:
             return await self.api.handle(request)
-        self.oauth_requests.append(Received(
-            method=request.method, path=request.path, query=dict(request.query),
-            headers=dict(request.headers), body=request.body, client=request.client))
+        self.oauth_requests.append(Received.of(request, request.body))
         return await handler(request)
 
     async def _authorize(self, request: HttpRequest) -> HttpResponse:

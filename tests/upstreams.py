@@ -88,6 +88,12 @@ class Received:
     #: ``host:port`` of the client's end of the connection.
     client: str
 
+    @classmethod
+    def of(cls, request: HttpRequest, body: Any) -> Received:
+        """What a fake records of ``request``, with its body as the fake reads it."""
+        return cls(method=request.method, path=request.path, query=dict(request.query),
+                   headers=dict(request.headers), body=body, client=request.client)
+
 
 class _Refuse(Exception):
     """A check failed: answer with the provider's error ``status`` and ``message``."""
@@ -188,16 +194,7 @@ class FakeUpstream:
             body = loads(request.body) if request.body else None
         except ValueError:
             body = request.body
-        self.requests.append(
-            Received(
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=dict(request.headers),
-                body=body,
-                client=request.client,
-            )
-        )
+        self.requests.append(Received.of(request, body))
         action = self.script.popleft() if self.script else Answer()
         if isinstance(action, Hang):
             await trio.sleep_forever()
